@@ -1,0 +1,43 @@
+"""The storage interface every store implements: what a node must keep across a crash.
+
+A store holds three things: the acceptor's promised ballot, the values it accepted at slots not
+yet applied, and the chosen log (applied slots, in order).  ``apply`` writes a group of
+``Persist`` records (several Readys' worth: group commit) as one atomic, durable step; when it
+returns, all of it survives a crash.  ``load`` returns what a restarting node resumes from.
+
+Stores are used from one thread at a time (``paxgos.net`` runs them in its writer thread).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from paxgos.core import Persist, StoredState
+from paxgos.core.messages import ChosenEntry
+
+
+class StorageError(Exception):
+    """The store cannot be used (unreadable, corrupt, foreign, failed write); one-line reason."""
+
+
+class Store(ABC):
+    """Durable (or, for ``MemoryStore``, not) node state."""
+
+    #: Whether ``apply`` survives a process crash.
+    durable: bool = False
+
+    @abstractmethod
+    def load(self) -> StoredState:
+        """The state to restart from (promise, commit index, accepted values above it)."""
+
+    @abstractmethod
+    def apply(self, batch: Sequence[Persist]) -> None:
+        """Store every record of ``batch``, in order, as one atomic and durable step."""
+
+    @abstractmethod
+    def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
+        """Up to ``limit`` chosen entries from ``from_slot`` on, in slot order."""
+
+    def close(self) -> None:
+        """Release files and connections."""
