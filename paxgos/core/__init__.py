@@ -9,6 +9,18 @@ from paxgos.core.node import CANDIDATE, FOLLOWER, LEADER, Config, Node, StoredSt
 from paxgos.core.ready import Abandoned, Committed, Outcome, Persist, Ready, Rejected
 
 __all__ = [
-    "ZERO", "Ballot", "CANDIDATE", "FOLLOWER", "LEADER", "Config", "Node", "StoredState",
-    "Abandoned", "Committed", "Outcome", "Persist", "Ready", "Rejected",
+    "ZERO",
+    "Ballot",
+    "CANDIDATE",
+    "FOLLOWER",
+    "LEADER",
+    "Config",
+    "Node",
+    "StoredState",
+    "Abandoned",
+    "Committed",
+    "Outcome",
+    "Persist",
+    "Ready",
+    "Rejected",
 ]

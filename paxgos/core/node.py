@@ -289,7 +289,10 @@ class Node:
             return
         log.debug(
             "node %d: promise for %s from node %d (%d accepted)",
-            self.id, msg.ballot, msg.sender, len(msg.accepted),
+            self.id,
+            msg.ballot,
+            msg.sender,
+            len(msg.accepted),
         )
         self.promises[msg.sender] = msg
         if len(self.promises) < self.config.majority or self.awaiting_commit:
@@ -317,7 +320,11 @@ class Node:
         top = max(highest, default=self.commit)
         log.info(
             "node %d: leading with ballot %s (majority %s), re-proposing slots %d..%d",
-            self.id, self.ballot, sorted(self.promises), self.commit + 1, top,
+            self.id,
+            self.ballot,
+            sorted(self.promises),
+            self.commit + 1,
+            top,
         )
         self.role = LEADER
         self.awaiting_commit = 0
@@ -334,7 +341,10 @@ class Node:
         self.rounds[first] = Round(first, values, self.now)
         log.debug(
             "node %d: accept ballot %s slots %d..%d",
-            self.id, self.ballot, first, first + len(values) - 1,
+            self.id,
+            self.ballot,
+            first,
+            first + len(values) - 1,
         )
         msg = Accept(self.id, self.ballot, first, values, self.commit)
         ready.messages.extend((p, msg) for p in self._all())
@@ -362,7 +372,11 @@ class Node:
         del self.rounds[msg.first]
         log.debug(
             "node %d: slots %d..%d chosen under %s (majority %s)",
-            self.id, rnd.first, rnd.first + len(rnd.values) - 1, self.ballot, sorted(rnd.acks),
+            self.id,
+            rnd.first,
+            rnd.first + len(rnd.values) - 1,
+            self.ballot,
+            sorted(rnd.acks),
         )
         for offset, value in enumerate(rnd.values):
             slot = rnd.first + offset
