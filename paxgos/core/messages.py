@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from paxgos.core.ballot import ZERO, Ballot
 
@@ -26,7 +26,7 @@ INT64_MAX = 2**63 - 1
 #: Largest batch of values one Accept (or catch-up reply) may carry.
 MAX_BATCH = 100_000
 
-Value = Union[int, None]
+Value = int | None
 """A log value: a 64-bit integer, or ``None`` for a no-op."""
 
 AcceptedEntry = tuple[int, Ballot, Value]
@@ -127,7 +127,7 @@ class CatchupReply:
     commit: int
 
 
-Message = Union[Prepare, Promise, Accept, Accepted, Learn, CatchupRequest, CatchupReply]
+Message = Prepare | Promise | Accept | Accepted | Learn | CatchupRequest | CatchupReply
 
 KINDS: dict[str, type] = {
     "prepare": Prepare,

@@ -14,7 +14,6 @@ This is the contract that keeps ``core`` free of I/O, after etcd's raft ``Ready`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from paxgos.core.ballot import Ballot
 from paxgos.core.messages import AcceptedEntry, ChosenEntry, Message
@@ -63,7 +62,7 @@ class Abandoned:
     slot: int
 
 
-Outcome = Union[Committed, Rejected, Abandoned]
+Outcome = Committed | Rejected | Abandoned
 
 
 @dataclass

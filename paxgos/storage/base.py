@@ -39,5 +39,5 @@ class Store(ABC):
     def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
         """Up to ``limit`` chosen entries from ``from_slot`` on, in slot order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Release files and connections."""
