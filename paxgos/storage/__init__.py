@@ -2,5 +2,6 @@
 
 from paxgos.storage.base import StorageError, Store
 from paxgos.storage.memory import MemoryStore
+from paxgos.storage.sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "StorageError", "Store"]
+__all__ = ["MemoryStore", "SQLiteStore", "StorageError", "Store"]

@@ -39,5 +39,9 @@ class Store(ABC):
     def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
         """Up to ``limit`` chosen entries from ``from_slot`` on, in slot order."""
 
+    def commit_index(self) -> int:
+        """The highest chosen slot stored (slots 1..it are the log); for ``/status``."""
+        return self.load().commit
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Release files and connections."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from paxgos.core import ZERO, Persist, StoredState
 from paxgos.core.ballot import Ballot
 from paxgos.core.messages import ChosenEntry, Value
-from paxgos.storage.base import Store
+from paxgos.storage.base import StorageError, Store
 
 
 class MemoryStore(Store):
@@ -26,17 +26,31 @@ class MemoryStore(Store):
         return StoredState(self.promised, commit, accepted)
 
     def apply(self, batch: Sequence[Persist]) -> None:
+        # The core applies in slot order, so the log only ever grows at its end; check the whole
+        # batch first so that a bad one changes nothing (as in SQLiteStore).
+        commit = len(self.chosen)
+        for persist in batch:
+            for slot, _ in persist.chosen:
+                if slot != commit + 1:
+                    raise StorageError(
+                        f"memory: chosen slot {slot} does not follow commit index {commit}"
+                    )
+                commit = slot
         for persist in batch:
             if persist.promised is not None:
                 self.promised = persist.promised
             for slot, ballot, value in persist.accepted:
                 self.accepted[slot] = (ballot, value)
             for slot, value in persist.chosen:
-                # The core applies in slot order, so the log only ever grows at its end.
-                assert slot == len(self.chosen) + 1, (slot, len(self.chosen))
                 self.chosen.append(value)
                 self.accepted.pop(slot, None)
 
+    def commit_index(self) -> int:
+        """The highest chosen slot (the length of the log)."""
+        return len(self.chosen)
+
     def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
+        if limit <= 0:
+            return []
         start = max(from_slot, 1) - 1
         return [(start + i + 1, v) for i, v in enumerate(self.chosen[start : start + limit])]
