@@ -1,0 +1,223 @@
+"""Command-line parsing for every Paxgos command; ``python -m paxgos`` and ``paxgos`` call ``main``.
+
+- ``paxgos [--nodes N] [--starting-port P] [node options]``: a local cluster, one process per
+  node (``paxgos.cluster``);
+- ``paxgos node --id I --peers URL,URL,... [node options]``: one node, e.g. on its own host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import Sequence
+
+from paxgos.net.faults import FaultFlags
+from paxgos.net.server import NodeOptions, StartupError, serve
+
+_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ms|s)?")
+
+
+def duration(text: str) -> float:
+    """A duration in seconds from ``500ms``, ``2s``, ``1.5s`` or a bare number of milliseconds
+    (the demo's unit)."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 500ms or 2s")
+    number = float(match.group(1))
+    return number if match.group(2) == "s" else number / 1000
+
+
+def percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage between 0 and 100")
+    return value
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by a single node and the local cluster (which passes them on)."""
+    parser.add_argument(
+        "--storage",
+        choices=["memory"],
+        default="memory",
+        help="where acceptor state lives (memory: not durable)",
+    )
+    parser.add_argument("--data-dir", default=None, help="directory for node data files")
+    parser.add_argument(
+        "--failure-rate",
+        type=percent,
+        default=0.0,
+        metavar="P",
+        help="percent of protocol messages a node answers only after --timeout (default 0)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=duration,
+        default=duration("3s"),
+        metavar="D",
+        help="delay of a 'failed' answer under --failure-rate (default 3s; bare numbers are ms)",
+    )
+    parser.add_argument(
+        "--endpoint-random-cap",
+        type=duration,
+        default=0.0,
+        metavar="D",
+        help="delay every protocol answer by a random time up to D (default 0)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=duration,
+        default=duration("5s"),
+        metavar="D",
+        help="how long /propose waits for a majority before answering 504 (default 5s)",
+    )
+    parser.add_argument(
+        "--peer-timeout",
+        type=duration,
+        default=duration("1s"),
+        metavar="D",
+        help="per-request timeout of messages to peers (default 1s)",
+    )
+    parser.add_argument(
+        "--window", type=int, default=4, help="Accept batches in flight at once (default 4)"
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=1024, help="most values per Accept batch (default 1024)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="debug logs every phase of every round",
+    )
+
+
+def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> NodeOptions:
+    return NodeOptions(
+        node_id=node_id,
+        urls=urls,
+        storage=args.storage,
+        data_dir=args.data_dir,
+        faults=FaultFlags(args.failure_rate, args.timeout, args.endpoint_random_cap),
+        request_timeout=args.request_timeout,
+        peer_timeout=args.peer_timeout,
+        window=args.window,
+        max_batch=args.max_batch,
+    )
+
+
+def passthrough(args: argparse.Namespace) -> list[str]:
+    """The node options of ``args`` as command-line words, for the supervisor's children."""
+    words = [
+        "--storage",
+        args.storage,
+        "--failure-rate",
+        str(args.failure_rate),
+        "--timeout",
+        f"{args.timeout}s",
+        "--endpoint-random-cap",
+        f"{args.endpoint_random_cap}s",
+        "--request-timeout",
+        f"{args.request_timeout}s",
+        "--peer-timeout",
+        f"{args.peer_timeout}s",
+        "--window",
+        str(args.window),
+        "--max-batch",
+        str(args.max_batch),
+        "--log-level",
+        args.log_level,
+    ]
+    if args.data_dir:
+        words += ["--data-dir", args.data_dir]
+    return words
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    # One access-log line per request would drown everything under load; keep errors only.
+    if level != "debug":
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
+
+
+def node_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paxgos node", description="Run one Paxgos node (acceptor, learner, proposer)."
+    )
+    parser.add_argument("--id", type=int, required=True, help="this node's index in --peers")
+    parser.add_argument(
+        "--peers",
+        required=True,
+        help="comma-separated base URLs of every node in id order, this one included",
+    )
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this node goes away (used by the supervisor)",
+    )
+    add_node_options(parser)
+    return parser
+
+
+def cluster_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paxgos",
+        description="Run a local Paxgos cluster, one process per node "
+        "('paxgos node --help' runs a single node).",
+    )
+    parser.add_argument("--nodes", type=int, default=5, help="cluster size (at least 3; default 5)")
+    parser.add_argument(
+        "--starting-port",
+        type=int,
+        default=9000,
+        help="port of node 0; node i listens on port+i (0 picks free ports; default 9000)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    add_node_options(parser)
+    return parser
+
+
+def run_node(argv: Sequence[str]) -> int:
+    args = node_parser().parse_args(argv)
+    urls = [u.strip().rstrip("/") for u in args.peers.split(",") if u.strip()]
+    if len(urls) < 3:
+        print("paxgos node: --peers must list at least 3 nodes", file=sys.stderr)
+        return 2
+    if not 0 <= args.id < len(urls):
+        print(f"paxgos node: --id must be between 0 and {len(urls) - 1}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level)
+    try:
+        asyncio.run(
+            serve(node_options(args, args.id, urls), exit_with_parent=args.exit_with_parent)
+        )
+    except StartupError as exc:
+        print(f"paxgos node {args.id}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "node":
+        return run_node(argv[1:])
+    from paxgos.cluster import run_cluster
+
+    args = cluster_parser().parse_args(argv)
+    return run_cluster(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""HTTP handlers: the client API (the original demo's, plus JSON, status and paging), the
+internal protocol endpoints, and the fault control.
+
+Handlers only translate: a request becomes a core input (through ``NodeHost``), an outcome
+becomes a status code and a body.  Every error is one line of text (or ``{"error": ...}`` for
+clients that ask for JSON) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+import tornado.web
+from tornado import gen
+
+from paxgos.core import FOLLOWER, Abandoned, Committed, Outcome, Rejected
+from paxgos.core.messages import (
+    INT64_MAX,
+    INT64_MIN,
+    Accept,
+    CatchupRequest,
+    Learn,
+    MessageError,
+    Prepare,
+    decode,
+    encode,
+)
+from paxgos.net.host import NodeHost, StorageFailed
+
+#: Largest page of ``GET /`` and largest ``/autopropose`` batch.
+MAX_PAGE = 10_000
+MAX_AUTOPROPOSE = 1_000
+DEFAULT_PAGE = 1_000
+DEFAULT_AUTOPROPOSE = 20
+
+_INT = re.compile(r"-?[0-9]+")
+
+
+class ClientError(tornado.web.HTTPError):
+    """An error answer: ``status`` and a one-line ``message`` (user text stays out of the
+    status line and the server log)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status)
+        self.message = " ".join(message.split())
+
+
+def parse_int64(raw: str) -> int:
+    """``raw`` as a signed 64-bit integer, or ``HTTPError(400)`` with the reason."""
+    if raw == "":
+        raise ClientError(400, "missing value: use /propose/<64-bit integer>")
+    if len(raw) > 40 or not _INT.fullmatch(raw):
+        raise ClientError(400, f"value {raw[:40]!r} is not an integer")
+    value = int(raw)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ClientError(400, f"value {raw} is outside the signed 64-bit range")
+    return value
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Shared plumbing: the host, content negotiation and one-line errors."""
+
+    host: NodeHost
+    request_timeout: float
+
+    def initialize(self, host: NodeHost, request_timeout: float = 5.0) -> None:
+        self.host = host
+        self.request_timeout = request_timeout
+
+    def wants_json(self) -> bool:
+        return "application/json" in self.request.headers.get("Accept", "")
+
+    def int_arg(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        if not _INT.fullmatch(raw) or not low <= int(raw) <= high:
+            raise ClientError(
+                400, f"query parameter {name!r} must be an integer in [{low}, {high}]"
+            )
+        return int(raw)
+
+    def send_json(self, body: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(body))
+
+    def fail(self, status: int, message: str, retry_after: int | None = None) -> None:
+        """Finish with ``status`` and a one-line ``message``."""
+        self.set_status(status)
+        if retry_after is not None:
+            self.set_header("Retry-After", str(retry_after))
+        if self.wants_json():
+            self.send_json({"error": message})
+        else:
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.write(f"error: {message}\n")
+        self.finish()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ClientError):
+            message = exc.message
+        elif status_code == 405:
+            message = f"method {self.request.method} not allowed on {self.request.path}"
+        elif status_code == 404:
+            message = f"no such path: {self.request.path}"
+        elif status_code >= 500:
+            message = "internal error (see the node's log)"
+        else:
+            message = self._reason
+        self.fail(status_code, message)
+
+    def redirect_to_leader(self) -> None:
+        """307 to the leader this node knows of, or 503 when it knows none."""
+        node = self.host.node
+        leader = node.leader()
+        if leader is None or leader == node.id:
+            self.fail(503, "no leader is known right now; retry shortly", retry_after=1)
+            return
+        self.set_header("Location", self.host.urls[leader] + self.request.uri)
+        self.fail(307, f"node {node.id} is not the leader; ask node {leader}")
+
+
+class NotFoundHandler(BaseHandler):
+    """Every unknown path: 404 with a one-line reason, whatever the method."""
+
+    def prepare(self) -> None:
+        self.fail(404, f"no such path: {self.request.path}")
+
+
+# --- client API ---------------------------------------------------------------------------------
+
+
+def commit_line(outcome: Committed) -> str:
+    return f"CommandID: {outcome.slot}, Value {outcome.value}"
+
+
+class ProposeHandler(BaseHandler):
+    """``GET /propose/<int>``: commit one value; answers once it is chosen."""
+
+    async def get(self, raw: str) -> None:
+        value = parse_int64(raw)
+        if self.host.failed:
+            self.fail(503, self.host.failed, retry_after=5)
+            return
+        if self.host.node.role == FOLLOWER:
+            self.redirect_to_leader()
+            return
+        request, future = self.host.propose(value)
+        try:
+            outcome = await gen.with_timeout(timedelta(seconds=self.request_timeout), future)
+        except gen.TimeoutError:
+            self.fail(
+                504,
+                f"no majority answered within {self.request_timeout:g}s; outcome unknown: "
+                "the value may still be chosen",
+            )
+            return
+        except StorageFailed as exc:
+            self.fail(503, f"{exc}; outcome unknown", retry_after=5)
+            return
+        finally:
+            self.host.forget(request)
+        self.answer(outcome)
+
+    def answer(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Committed):
+            if self.wants_json():
+                self.send_json({"command_id": outcome.slot, "value": outcome.value})
+            else:
+                self.write(commit_line(outcome) + "\n")
+        elif isinstance(outcome, Rejected) and outcome.reason == "overloaded":
+            self.fail(503, "leader overloaded: too many proposals queued", retry_after=1)
+        elif isinstance(outcome, Rejected):
+            self.redirect_to_leader()
+        else:
+            assert isinstance(outcome, Abandoned)
+            self.fail(
+                503,
+                f"leadership lost while slot {outcome.slot} was in flight; outcome unknown: "
+                "the value may still be chosen",
+                retry_after=1,
+            )
+
+
+class AutoProposeHandler(BaseHandler):
+    """``GET /autopropose[?count=N]``: propose N random values (default 20) through the same
+    batching path as /propose, and stream one line per commit as each lands."""
+
+    async def get(self) -> None:
+        count = self.int_arg("count", DEFAULT_AUTOPROPOSE, 1, MAX_AUTOPROPOSE)
+        if self.host.failed:
+            self.fail(503, self.host.failed, retry_after=5)
+            return
+        if self.host.node.role == FOLLOWER:
+            self.redirect_to_leader()
+            return
+        as_json = self.wants_json()
+        self.set_header(
+            "Content-Type", "application/x-ndjson" if as_json else "text/plain; charset=utf-8"
+        )
+        proposals = [self.host.propose(random.randint(INT64_MIN, INT64_MAX)) for _ in range(count)]
+        deadline = time.monotonic() + self.request_timeout
+        pending = {future for _, future in proposals}
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                for future in sorted(done, key=lambda f: _slot_of(f)):
+                    self.write(_stream_line(future, as_json))
+                await self.flush()
+            for _ in pending:
+                self.write(
+                    _line(
+                        as_json, error="timed out; outcome unknown: the value may still be chosen"
+                    )
+                )
+        finally:
+            for request, _ in proposals:
+                self.host.forget(request)
+
+
+def _slot_of(future: asyncio.Future[Outcome]) -> int:
+    if future.exception() is None and isinstance(future.result(), Committed | Abandoned):
+        return future.result().slot  # type: ignore[union-attr]
+    return 0
+
+
+def _line(as_json: bool, **fields: Any) -> str:
+    if as_json:
+        return json.dumps(fields) + "\n"
+    if "error" in fields:
+        return f"error: {fields['error']}\n"
+    return f"CommandID: {fields['command_id']}, Value {fields['value']}\n"
+
+
+def _stream_line(future: asyncio.Future[Outcome], as_json: bool) -> str:
+    if future.exception() is not None:
+        return _line(as_json, error=f"{future.exception()}; outcome unknown")
+    outcome = future.result()
+    if isinstance(outcome, Committed):
+        return _line(as_json, command_id=outcome.slot, value=outcome.value)
+    if isinstance(outcome, Rejected):
+        return _line(as_json, error=f"not proposed: {outcome.reason}")
+    return _line(as_json, error="leadership lost; outcome unknown")
+
+
+class HistoryHandler(BaseHandler):
+    """``GET /[?from=&limit=]``: the committed log, a page at a time, in slot order."""
+
+    async def get(self) -> None:
+        start = self.int_arg("from", 1, 1, INT64_MAX)
+        limit = self.int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        commit = self.host.node.commit
+        entries = await self.host.read_chosen(start, limit) if start <= commit else []
+        last = entries[-1][0] if entries else start - 1
+        following = last + 1 if entries and len(entries) == limit else None
+        if following is not None:
+            self.set_header("Link", f'</?from={following}&limit={limit}>; rel="next"')
+        if self.wants_json():
+            self.send_json(
+                {
+                    "node": self.host.node.id,
+                    "commit_index": commit,
+                    "from": start,
+                    "limit": limit,
+                    "entries": [{"slot": s, "value": v} for s, v in entries],
+                    "next": following,
+                }
+            )
+            return
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        lines = ["History:"]
+        lines.extend(f"id {s} val {'noop' if v is None else v}" for s, v in entries)
+        self.write("\n".join(lines) + "\n")
+
+
+class StatusHandler(BaseHandler):
+    """``GET /status``: who this node is and what it knows (JSON)."""
+
+    def get(self) -> None:
+        host = self.host
+        status = host.node.status()
+        leader = status["leader"]
+        status.update(
+            url=host.urls[host.node.id],
+            leader_url=host.urls[leader] if isinstance(leader, int) else None,
+            peers=[u for i, u in enumerate(host.urls) if i != host.node.id],
+            nodes=len(host.urls),
+            storage=type(host.store).__name__,
+            durable=host.store.durable,
+            failed=host.failed,
+            faults=host.faults.state(),
+            dropped_messages=host.transport.dropped,
+            uptime_s=round(time.time() - host.started_at, 3),
+        )
+        self.send_json(status)
+
+
+# --- internal protocol endpoints ----------------------------------------------------------------
+
+
+class ProtocolHandler(BaseHandler):
+    """``POST /prepare``, ``/accept``, ``/learn``: a peer's message in, the reply out (JSON)."""
+
+    message_type: type = Prepare
+
+    def initialize(self, host: NodeHost, message_type: type = Prepare) -> None:  # type: ignore[override]
+        super().initialize(host)
+        self.message_type = message_type
+
+    def check_sender(self, sender: int) -> None:
+        if sender >= len(self.host.urls) or sender == self.host.node.id:
+            raise ClientError(400, f"unknown sender node {sender}")
+
+    async def post(self) -> None:
+        try:
+            msg = decode(self.request.body, expect=self.message_type)
+        except MessageError as exc:
+            raise ClientError(400, str(exc)) from None
+        self.check_sender(msg.sender)
+        if self.host.faults.active():
+            await self.host.faults.delay()
+        try:
+            reply = await self.host.deliver(msg)
+        except StorageFailed as exc:
+            self.fail(503, str(exc))
+            return
+        if reply is None:
+            self.set_status(204)
+            return
+        self.set_header("Content-Type", "application/json")
+        self.write(encode(reply))
+
+    async def get(self) -> None:
+        """``GET /learn?from=&limit=&sender=``: chosen entries for a peer catching up."""
+        if self.message_type is not Learn:
+            raise tornado.web.HTTPError(405)
+        start = self.int_arg("from", 1, 1, INT64_MAX)
+        limit = self.int_arg("limit", DEFAULT_PAGE, 1, 100_000)
+        sender = self.int_arg("sender", 0, 0, len(self.host.urls) - 1)
+        if self.host.faults.active():
+            await self.host.faults.delay()
+        node = self.host.node
+        limit = max(0, min(limit, node.commit - start + 1))
+        entries = await self.host.read_chosen(start, limit) if limit else []
+        reply = node.answer_catchup(CatchupRequest(sender, start, max(limit, 1)), entries)
+        self.set_header("Content-Type", "application/json")
+        self.write(encode(reply))
+
+
+class FaultHandler(BaseHandler):
+    """``GET /fault``: the node's injected faults.  ``POST /fault/slow?ms=N`` delays every
+    protocol message this node handles by N ms; ``POST /fault/stall`` holds them all;
+    ``POST /fault/heal`` removes both."""
+
+    def get(self, action: str = "") -> None:
+        if action:
+            raise tornado.web.HTTPError(405)
+        self.send_json(self.host.faults.state())
+
+    def post(self, action: str = "") -> None:
+        faults = self.host.faults
+        if action == "slow":
+            faults.set_slow(self.int_arg("ms", 1000, 0, 3_600_000) / 1000)
+        elif action == "stall":
+            faults.stall()
+        elif action == "heal":
+            faults.heal()
+        else:
+            raise ClientError(404, "fault actions are /fault/slow?ms=N, /fault/stall, /fault/heal")
+        self.send_json(faults.state())
+
+
+def routes(host: NodeHost, request_timeout: float) -> list[Any]:
+    """The URL map of one node."""
+    client = {"host": host, "request_timeout": request_timeout}
+    return [
+        (r"/", HistoryHandler, client),
+        (r"/status", StatusHandler, client),
+        (r"/propose/?(.*)", ProposeHandler, client),
+        (r"/autopropose", AutoProposeHandler, client),
+        (r"/prepare", ProtocolHandler, {"host": host, "message_type": Prepare}),
+        (r"/accept", ProtocolHandler, {"host": host, "message_type": Accept}),
+        (r"/learn", ProtocolHandler, {"host": host, "message_type": Learn}),
+        (r"/fault/?([a-z]*)", FaultHandler, client),
+    ]

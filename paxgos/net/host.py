@@ -1,0 +1,212 @@
+"""The host that runs one ``paxgos.core.Node`` on a Tornado event loop.
+
+It owns everything the pure core may not: the clock (a periodic ``tick``), the end of each
+event-loop turn (``flush``), the store, the peers, and the futures of waiting clients.  Its one
+rule is the ``Ready`` contract: a Ready's ``persist`` is on stable storage before its response,
+messages and outcomes are released, and Readys are released in the order they were made (a later
+answer may reveal state an earlier Ready persisted).
+
+With a durable store, writes go to a single writer thread; every Ready that arrives while a
+write is under way joins the next write, so one fsync covers a whole batch (group commit) and the
+event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from paxgos.core import Node, Outcome, Ready
+from paxgos.core.messages import ChosenEntry, Message
+from paxgos.net.faults import FaultInjector
+from paxgos.net.transport import Transport
+from paxgos.storage import Store
+
+log = logging.getLogger("paxgos.net")
+
+Respond = Callable[[Any], None]
+"""Called with the Ready's response message (or ``None``), or with an exception on failure."""
+
+
+class StorageFailed(Exception):
+    """The node's store failed a write; the node serves nothing until restarted."""
+
+
+class NodeHost:
+    """Drives one core ``Node``: inputs from HTTP handlers and timers, outputs to peers,
+    clients and the store."""
+
+    def __init__(
+        self,
+        node: Node,
+        store: Store,
+        urls: list[str],
+        faults: FaultInjector,
+        peer_timeout: float = 1.0,
+        tick_interval: float = 0.02,
+    ):
+        self.node = node
+        self.store = store
+        self.urls = urls
+        self.faults = faults
+        self.tick_interval = tick_interval
+        self.transport = Transport(self, urls, peer_timeout)
+        self.failed: str | None = None
+        self._waiters: dict[int, asyncio.Future[Outcome]] = {}
+        self._request_ids = itertools.count(1)
+        self._flush_scheduled = False
+        self._queue: list[tuple[Ready, Respond | None]] = []
+        self._writing = False
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-store")
+        self._clock_zero = time.monotonic()
+        self._ticker: PeriodicCallback | None = None
+        self.started_at = time.time()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the clock; the distinguished proposer runs phase 1 at once."""
+        self._ticker = PeriodicCallback(self._tick, self.tick_interval * 1000)
+        self._ticker.start()
+        if self.node.id == self.node.config.initial_leader:
+            self.input(self.node.campaign())
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+        self.transport.close()
+        self._writer.shutdown(wait=True)
+        self.store.close()
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    def input(self, ready: Ready, respond: Respond | None = None) -> None:
+        """Release ``ready`` once durable, and end the turn with a ``flush`` (see core)."""
+        self._submit(ready, respond)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            IOLoop.current().add_callback(self._flush)
+
+    def deliver(self, msg: Message) -> asyncio.Future[Any]:
+        """Hand a peer's message to the core; the future gets the response message (or None)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def respond(result: Any) -> None:
+            if future.done():
+                return
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        if self.failed:
+            future.set_exception(StorageFailed(self.failed))
+        else:
+            self.input(self.node.step(msg), respond)
+        return future
+
+    def propose(self, value: int) -> tuple[int, asyncio.Future[Outcome]]:
+        """Ask the core to commit ``value``; the future completes with the request's outcome."""
+        request = next(self._request_ids)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if self.failed:
+            future.set_exception(StorageFailed(self.failed))
+            return request, future
+        self._waiters[request] = future
+        self.input(self.node.propose(request, value))
+        return request, future
+
+    def forget(self, request: int) -> None:
+        """The client stopped waiting for ``request`` (it timed out)."""
+        self._waiters.pop(request, None)
+
+    async def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
+        """Chosen entries from the store (through the writer thread for a durable store, so
+        reads never race its writes)."""
+        if not self.store.durable:
+            return self.store.read_chosen(from_slot, limit)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self.store.read_chosen, from_slot, limit)
+
+    def _tick(self) -> None:
+        self.input(self.node.tick(time.monotonic() - self._clock_zero))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._submit(self.node.flush(), None)
+
+    # --- the Ready pipeline -------------------------------------------------------------------
+
+    def _submit(self, ready: Ready, respond: Respond | None) -> None:
+        if self.failed:
+            if respond is not None:
+                respond(StorageFailed(self.failed))
+            return
+        if not self.store.durable:
+            if ready.persist:
+                try:
+                    self.store.apply([ready.persist])
+                except Exception as exc:
+                    self._storage_failed(exc, [(ready, respond)])
+                    return
+            self._release(ready, respond)
+        elif not ready.persist and not self._queue and not self._writing:
+            self._release(ready, respond)  # nothing to wait for
+        else:
+            self._queue.append((ready, respond))
+            if not self._writing:
+                self._write()
+
+    def _write(self) -> None:
+        batch, self._queue = self._queue, []
+        self._writing = True
+        records = [ready.persist for ready, _ in batch if ready.persist]
+        loop = IOLoop.current()
+        future = loop.run_in_executor(self._writer, self.store.apply, records)
+        loop.add_future(future, lambda f: self._written(batch, f))
+
+    def _written(self, batch: list[tuple[Ready, Respond | None]], future: Any) -> None:
+        self._writing = False
+        exc = future.exception()
+        if exc is not None:
+            self._storage_failed(exc, batch + self._queue)
+            self._queue = []
+            return
+        for ready, respond in batch:
+            self._release(ready, respond)
+        if self._queue:
+            self._write()
+
+    def _release(self, ready: Ready, respond: Respond | None) -> None:
+        if respond is not None:
+            respond(ready.response)
+        for to, msg in ready.messages:
+            self.transport.send(to, msg)
+        for outcome in ready.outcomes:
+            waiter = self._waiters.pop(outcome.request, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(outcome)
+
+    def _storage_failed(
+        self, exc: BaseException, batch: list[tuple[Ready, Respond | None]]
+    ) -> None:
+        # The core's memory is now ahead of the disk; answering from it could promise what a
+        # restart would forget.  A node with a failed disk is a failed node: it stops serving
+        # (a minority of failed nodes is what Paxos tolerates) until restarted.
+        self.failed = f"storage failure: {exc}"
+        log.error("node %d: %s; refusing requests until restarted", self.node.id, self.failed)
+        error = StorageFailed(self.failed)
+        for _, respond in batch:
+            if respond is not None:
+                respond(error)
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._waiters.clear()

@@ -1,0 +1,123 @@
+"""Run one Paxgos node: build its store, core, host and Tornado application, then serve.
+
+``python -m paxgos node --id I --peers URL,URL,...`` lands here; so does every process the
+local supervisor (``paxgos.cluster``) starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
+
+from paxgos.core import Config, Node
+from paxgos.net.faults import FaultFlags, FaultInjector
+from paxgos.net.handlers import NotFoundHandler, routes
+from paxgos.net.host import NodeHost
+from paxgos.storage import MemoryStore, Store
+
+log = logging.getLogger("paxgos.net")
+
+
+@dataclass
+class NodeOptions:
+    """Everything one node needs to run."""
+
+    node_id: int
+    urls: list[str]
+    storage: str = "memory"
+    data_dir: str | None = None
+    faults: FaultFlags = field(default_factory=FaultFlags)
+    request_timeout: float = 5.0
+    peer_timeout: float = 1.0
+    window: int = 4
+    max_batch: int = 1024
+
+
+class StartupError(Exception):
+    """The node cannot start (port taken, bad store); a one-line reason for the user."""
+
+
+def open_store(options: NodeOptions) -> Store:
+    """The node's store, as ``--storage`` asks."""
+    if options.storage == "memory":
+        return MemoryStore()
+    raise StartupError(f"unknown storage {options.storage!r}")
+
+
+def listen(url: str) -> list[socket.socket]:
+    """Bind the node's listening socket(s), or ``StartupError`` naming the port."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    try:
+        return bind_sockets(port, host)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
+    """The node's host and application (not yet listening)."""
+    config = Config(
+        node_id=options.node_id,
+        nodes=len(options.urls),
+        window=options.window,
+        max_batch=options.max_batch,
+    )
+    store = open_store(options)
+    node = Node(config, store.load())
+    host = NodeHost(node, store, options.urls, FaultInjector(options.faults), options.peer_timeout)
+    app = tornado.web.Application(
+        routes(host, options.request_timeout),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"host": host},
+    )
+    return host, app
+
+
+async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
+    """Listen, run until SIGTERM or SIGINT (or, with ``exit_with_parent``, until the parent
+    process is gone), then stop cleanly."""
+    sockets = listen(options.urls[options.node_id])
+    host, app = build(options)
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+    host.start()
+    role = "leader" if options.node_id == host.node.config.initial_leader else "follower"
+    log.info(
+        "node %d listening on %s (%s, %d nodes, storage %s)",
+        options.node_id,
+        options.urls[options.node_id],
+        role,
+        len(options.urls),
+        type(host.store).__name__,
+    )
+    if not host.store.durable:
+        log.warning(
+            "node %d: in-memory storage: NOT durable, state is lost on exit", options.node_id
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if exit_with_parent:
+        parent = os.getppid()
+
+        def check_parent() -> None:
+            if os.getppid() != parent:  # re-parented: the supervisor died without stopping us
+                log.warning("node %d: supervisor gone, stopping", options.node_id)
+                stop.set()
+
+        PeriodicCallback(check_parent, 500).start()
+    await stop.wait()
+    log.info("node %d stopping", options.node_id)
+    server.stop()
+    host.stop()
