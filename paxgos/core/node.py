@@ -125,6 +125,8 @@ class Node:
         self.commit_unsent = False  # commit index moved since the last Accept/Learn
         self.sent_at = 0.0  # last Accept or Learn broadcast
         self.recampaign_at: float | None = None
+        self.rounds_sent = 0  # statistics, for /status
+        self.values_sent = 0
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -152,6 +154,8 @@ class Node:
             "known_commit": self.known_commit,
             "queued": len(self.queue),
             "rounds_in_flight": len(self.rounds),
+            "rounds_sent": self.rounds_sent,
+            "values_sent": self.values_sent,
         }
 
     def answer_catchup(self, msg: CatchupRequest, chosen: list[ChosenEntry]) -> CatchupReply:
@@ -179,8 +183,7 @@ class Node:
         return ready
 
     def flush(self) -> Ready:
-        """End of a turn: send queued proposals as batches, window permitting, or the commit
-        index alone if it moved and no Accept carries it."""
+        """End of a turn: send queued proposals as batches, as far as the window permits."""
         ready = Ready()
         self._flush(ready)
         return ready
@@ -195,8 +198,6 @@ class Node:
                     self.requests[self.next_slot + len(values)] = request
                     values.append(value)
                 self._send_round(ready, tuple(values))
-            if self.commit_unsent:
-                self._broadcast_learn(ready)
 
     def tick(self, now: float) -> Ready:
         """Time is now ``now``: resend what went unanswered, heartbeat, catch up, re-campaign."""
@@ -209,7 +210,9 @@ class Node:
                     rnd.sent_at = now
                     msg = Accept(self.id, self.ballot, rnd.first, rnd.values, self.commit)
                     ready.messages.extend((p, msg) for p in self._all() if p not in rnd.acks)
-            if now - self.sent_at >= cfg.heartbeat_interval:
+            # The commit index rides on the next Accept; when none follows by the next tick it
+            # goes out alone (which also tells followers the leader is alive).
+            if self.commit_unsent or now - self.sent_at >= cfg.heartbeat_interval:
                 self._broadcast_learn(ready)
         elif self.role == CANDIDATE:
             if now - self.prepare_sent_at >= cfg.retry_interval:
@@ -339,6 +342,8 @@ class Node:
         first = self.next_slot
         self.next_slot += len(values)
         self.rounds[first] = Round(first, values, self.now)
+        self.rounds_sent += 1
+        self.values_sent += len(values)
         log.debug(
             "node %d: accept ballot %s slots %d..%d",
             self.id,

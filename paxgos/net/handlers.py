@@ -13,11 +13,9 @@ import json
 import random
 import re
 import time
-from datetime import timedelta
 from typing import Any
 
 import tornado.web
-from tornado import gen
 
 from paxgos.core import FOLLOWER, Abandoned, Committed, Outcome, Rejected
 from paxgos.core.messages import (
@@ -72,6 +70,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(self, host: NodeHost, request_timeout: float = 5.0) -> None:
         self.host = host
         self.request_timeout = request_timeout
+
+    def compute_etag(self) -> None:
+        return None  # answers are never cached; hashing every body costs throughput
 
     def wants_json(self) -> bool:
         return "application/json" in self.request.headers.get("Accept", "")
@@ -152,10 +153,10 @@ class ProposeHandler(BaseHandler):
         if self.host.node.role == FOLLOWER:
             self.redirect_to_leader()
             return
-        request, future = self.host.propose(value)
+        request, future = self.host.propose(value, self.request_timeout)
         try:
-            outcome = await gen.with_timeout(timedelta(seconds=self.request_timeout), future)
-        except gen.TimeoutError:
+            outcome = await future
+        except TimeoutError:
             self.fail(
                 504,
                 f"no majority answered within {self.request_timeout:g}s; outcome unknown: "
@@ -205,7 +206,10 @@ class AutoProposeHandler(BaseHandler):
         self.set_header(
             "Content-Type", "application/x-ndjson" if as_json else "text/plain; charset=utf-8"
         )
-        proposals = [self.host.propose(random.randint(INT64_MIN, INT64_MAX)) for _ in range(count)]
+        proposals = [
+            self.host.propose(random.randint(INT64_MIN, INT64_MAX), self.request_timeout)
+            for _ in range(count)
+        ]
         deadline = time.monotonic() + self.request_timeout
         pending = {future for _, future in proposals}
         try:

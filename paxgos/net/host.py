@@ -14,6 +14,7 @@ event loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import itertools
 import logging
@@ -60,6 +61,7 @@ class NodeHost:
         self.transport = Transport(self, urls, peer_timeout)
         self.failed: str | None = None
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._request_ids = itertools.count(1)
         self._flush_scheduled = False
         self._queue: list[tuple[Ready, Respond | None]] = []
@@ -112,14 +114,17 @@ class NodeHost:
             self.input(self.node.step(msg), respond)
         return future
 
-    def propose(self, value: int) -> tuple[int, asyncio.Future[Outcome]]:
-        """Ask the core to commit ``value``; the future completes with the request's outcome."""
+    def propose(self, value: int, timeout: float) -> tuple[int, asyncio.Future[Outcome]]:
+        """Ask the core to commit ``value``; the future completes with the request's outcome,
+        or with ``TimeoutError`` after ``timeout`` seconds (the outcome is then unknown)."""
         request = next(self._request_ids)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self.failed:
             future.set_exception(StorageFailed(self.failed))
             return request, future
         self._waiters[request] = future
+        # One timer per request would cost more than the request; the tick sweeps deadlines.
+        self._deadlines.append((time.monotonic() + timeout, request))
         self.input(self.node.propose(request, value))
         return request, future
 
@@ -136,7 +141,14 @@ class NodeHost:
         return await loop.run_in_executor(self._writer, self.store.read_chosen, from_slot, limit)
 
     def _tick(self) -> None:
-        self.input(self.node.tick(time.monotonic() - self._clock_zero))
+        now = time.monotonic()
+        self.input(self.node.tick(now - self._clock_zero))
+        # Deadlines are appended in time order (one timeout for all), so expired ones lead.
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, request = self._deadlines.popleft()
+            waiter = self._waiters.pop(request, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(TimeoutError())
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -55,6 +55,7 @@ class Transport:
         self.dropped = 0
         self.clients: dict[int, CurlAsyncHTTPClient] = {}
         self.loop = IOLoop.current()
+        self._encoded: tuple[Message | None, bytes] = (None, b"")
 
     def _client(self, to: int) -> CurlAsyncHTTPClient:
         client = self.clients.get(to)
@@ -83,10 +84,12 @@ class Transport:
                 f"{url}/learn?{query}", request_timeout=max(self.timeout, 5.0), connect_timeout=1.0
             )
         else:
+            if self._encoded[0] is not msg:  # a broadcast: encode once for every peer
+                self._encoded = (msg, encode(msg))
             request = HTTPRequest(
                 url + PATHS[type(msg)],
                 method="POST",
-                body=encode(msg),
+                body=self._encoded[1],
                 headers={"Content-Type": "application/json"},
                 request_timeout=self.timeout,
                 connect_timeout=min(self.timeout, 1.0),

@@ -1,0 +1,182 @@
+"""Real node processes on 127.0.0.1 for tests and benchmarks: start, stop, kill, pause, restart.
+
+``LocalNodes`` starts each node with ``python -m paxgos node`` on a free port, its output in a
+log file per node, and knows every PID, so a test can ``kill -9`` or ``SIGSTOP`` one node and
+restart it with the very same command.  ``close()`` kills whatever is left (by PID): nothing
+outlives the test that started it.  Everything waits with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from paxgos.cluster import free_ports
+
+
+class LocalNodes:
+    """A cluster of real node processes; see the module docstring."""
+
+    def __init__(self, count: int, workdir: str | Path, extra_args: list[str] | None = None):
+        self.count = count
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.extra_args = list(extra_args or [])
+        ports = free_ports("127.0.0.1", count)
+        self.urls = [f"http://127.0.0.1:{port}" for port in ports]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def command(self, i: int) -> list[str]:
+        return [
+            sys.executable, "-m", "paxgos", "node", "--id", str(i),
+            "--peers", ",".join(self.urls), *self.extra_args,
+        ]  # fmt: skip
+
+    def log_path(self, i: int) -> Path:
+        return self.workdir / f"node-{i}.log"
+
+    def start(self, i: int | None = None, wait: float = 15.0) -> LocalNodes:
+        """Start node ``i`` (or all), then wait until it answers /status."""
+        ids = range(self.count) if i is None else [i]
+        for n in ids:
+            log = open(self.log_path(n), "ab")  # noqa: SIM115 - owned by the child from here
+            self.procs[n] = subprocess.Popen(
+                self.command(n), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+            log.close()
+        for n in ids:
+            self.wait_up(n, wait)
+        return self
+
+    def wait_up(self, i: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs[i]
+            if proc is None or proc.poll() is not None:
+                raise RuntimeError(f"node {i} exited: {self.log_path(i).read_text()[-2000:]}")
+            try:
+                self.status(i, timeout=0.5)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"node {i} did not answer within {timeout}s")
+
+    def signal(self, i: int, sig: int) -> None:
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def pause(self, i: int) -> None:
+        self.signal(i, signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        self.signal(i, signal.SIGCONT)
+
+    def kill(self, i: int) -> None:
+        """``kill -9`` node ``i`` and reap it."""
+        proc = self.procs[i]
+        if proc is not None:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            self.procs[i] = None
+
+    def stop(self, i: int, grace: float = 5.0) -> int | None:
+        """SIGTERM node ``i`` and wait (SIGKILL after ``grace``); its exit code."""
+        proc = self.procs[i]
+        if proc is None:
+            return None
+        self.signal(i, signal.SIGCONT)
+        self.signal(i, signal.SIGTERM)
+        try:
+            code = proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+        self.procs[i] = None
+        return code
+
+    def close(self) -> None:
+        """Stop every node that still runs (by PID); leaves nothing behind."""
+        for i in range(self.count):
+            self.stop(i, grace=3.0)
+
+    def __enter__(self) -> LocalNodes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def get(
+        self, i: int, path: str, timeout: float = 10.0, json_body: bool = False
+    ) -> tuple[int, dict[str, str], str]:
+        """``GET`` a path on node ``i``: status, headers, body (redirects not followed)."""
+        return http_get(self.urls[i] + path, timeout, json_body)
+
+    def status(self, i: int, timeout: float = 2.0) -> dict[str, Any]:
+        code, _, body = self.get(i, "/status", timeout)
+        if code != 200:
+            raise OSError(f"status {code}")
+        return json.loads(body)
+
+    def history(self, i: int) -> list[tuple[int, int | None]]:
+        """Node ``i``'s whole committed log, fetched page by page."""
+        entries: list[tuple[int, int | None]] = []
+        start: int | None = 1
+        for _ in range(100_000):
+            if start is None:
+                break
+            code, _, body = self.get(i, f"/?from={start}&limit=10000", json_body=True)
+            assert code == 200, body
+            page = json.loads(body)
+            entries.extend((e["slot"], e["value"]) for e in page["entries"])
+            start = page["next"]
+        return entries
+
+    def wait_converged(self, timeout: float = 10.0, nodes: list[int] | None = None) -> int:
+        """Wait until the given nodes (default: all) report the same commit index; return it."""
+        ids = nodes if nodes is not None else list(range(self.count))
+        deadline = time.monotonic() + timeout
+        seen: list[int] = []
+        while time.monotonic() < deadline:
+            try:
+                seen = [self.status(i)["commit_index"] for i in ids]
+            except OSError:
+                seen = []
+            if seen and len(set(seen)) == 1:
+                return seen[0]
+            time.sleep(0.05)
+        raise TimeoutError(f"nodes {ids} did not converge within {timeout}s: {seen}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def http_get(
+    url: str, timeout: float = 10.0, json_body: bool = False, method: str = "GET"
+) -> tuple[int, dict[str, str], str]:
+    """One HTTP request: status, headers, body; HTTP errors are answers, not exceptions."""
+    headers = {"Accept": "application/json"} if json_body else {}
+    request = urllib.request.Request(url, headers=headers, method=method)
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
