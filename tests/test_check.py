@@ -185,6 +185,15 @@ def test_realtime_later_op_ordered_before_an_acknowledged_one() -> None:
     assert d["after"]["value"] == 60 and d["after"]["slot"] == 1
 
 
+def test_realtime_later_op_told_the_same_slot() -> None:
+    """Told slot 3 after another op was acknowledged slot 3: durability and real-time both break."""
+    ops = clean_ops() + [Op("c7", 30, 0.0, 0.9, "ok", 3), Op("c8", 30, 0.95, 4.0, "ok", 3)]
+    result = check(ops, clean_logs())
+    assert sorted(v.property for v in result.violations) == [DURABILITY, REALTIME]
+    (d,) = [v.details for v in result.violations if v.property == REALTIME]
+    assert (d["before"]["client"], d["after"]["client"]) == ("c7", "c8")
+
+
 def test_realtime_concurrent_ops_may_commit_in_any_order() -> None:
     ops = clean_ops()
     ops[0] = Op("c1", 10, 0.0, 2.1, "ok", 5)  # overlaps the op that got slot 1

@@ -47,6 +47,7 @@ PROPERTIES = (AGREEMENT, VALIDITY, DURABILITY, UNIQUENESS, REALTIME)
 
 Table = dict[int, int | None]
 _MISSING = object()
+_VALUE_TYPES = {int, type(None)}
 
 
 def check(
@@ -85,7 +86,24 @@ def check(
 
 def _as_table(node: NodeId, log: Sequence[Any]) -> Table:
     """A node's log as slot -> value, checking slots are integers >= 1 in increasing order."""
-    table: Table = {}
+    # Fast path, at C speed, for the usual list of (slot, value) pairs; on any doubt the entry by
+    # entry loop below decides, and names the offending entry.
+    if log and not isinstance(log[0], Mapping):
+        try:
+            table: Table = dict(log)
+        except (TypeError, ValueError):
+            pass
+        else:
+            slots = list(table)
+            if (
+                len(slots) == len(log)  # no slot twice ...
+                and set(map(type, slots)) == {int}
+                and slots[0] >= 1
+                and slots == sorted(slots)  # ... so sorted means strictly increasing
+                and set(map(type, table.values())) <= _VALUE_TYPES
+            ):
+                return table
+    table = {}
     last = 0
     for entry in log:
         try:
@@ -122,15 +140,17 @@ def _ops_text(ops: Sequence[Op], limit: int = 3) -> str:
 
 def _agreement(tables: dict[NodeId, Table], out: list[Violation]) -> int:
     """Report slots whose value differs between nodes; return the number of distinct slots."""
-    merged: dict[int, int | None] = {}
+    # Merge the logs, longest first: a log that agrees is a subset of the merged view, a test
+    # done at C speed; only a log that adds slots or disagrees is walked entry by entry.
+    by_length = sorted(tables.values(), key=len, reverse=True)
+    merged: dict[int, int | None] = dict(by_length[0]) if by_length else {}
     bad: set[int] = set()
-    for table in tables.values():
-        for slot, value in table.items():
-            seen = merged.get(slot, _MISSING)
-            if seen is _MISSING:
-                merged[slot] = value
-            elif seen != value:
-                bad.add(slot)
+    for table in by_length[1:]:
+        if table.items() <= merged.items():
+            continue
+        get = merged.get
+        bad.update(slot for slot, value in table.items() if get(slot, value) != value)
+        merged = {**table, **merged}
     for slot in sorted(bad):
         values = {node: t[slot] for node, t in tables.items() if slot in t}
         shown = ", ".join(f"node {n}={_show(v)}" for n, v in values.items())
@@ -150,9 +170,13 @@ def _validity(
     """Report logged values no ok/unknown op proposed (naming the failed ops that had them)."""
     where: dict[tuple[int, int], list[NodeId]] = defaultdict(list)
     for node, table in tables.items():
+        unproposed = set(table.values()) - proposals.keys()
+        unproposed.discard(None)  # type: ignore[arg-type]
+        if not unproposed:
+            continue
         for slot, value in table.items():
-            if value is not None and value not in proposals:
-                where[(slot, value)].append(node)
+            if value in unproposed:
+                where[(slot, value)].append(node)  # type: ignore[index]
     if not where:
         return
     wanted = {value for _, value in where}
@@ -198,35 +222,50 @@ def _durability(
                 {"slot": slot, "ops": [op.to_dict() for op in acked]},
             )
         )
+    # Find the ops some node may contradict without walking every log op by op: a log that holds
+    # every acknowledged (slot, value) is a superset, a test done at C speed. Ops that share a
+    # slot are always examined.
+    single = {slot: acked[0].value for slot, acked in told.items() if len(acked) == 1}
+    suspects = [op for acked in told.values() if len(acked) > 1 for op in acked]
+    suspect_slots: set[int] = set()
+    for table in tables.values():
+        if single.items() <= table.items():
+            continue
+        get = table.get
+        if require_complete:
+            suspect_slots.update(s for s, v in single.items() if get(s, _MISSING) != v)
+        else:  # a slot the node lacks is not judged
+            suspect_slots.update(s for s, v in single.items() if get(s, v) != v)
+    suspects += [told[slot][0] for slot in suspect_slots]
     items = list(tables.items())
-    for slot in sorted(told):
-        for op in told[slot]:
-            found: dict[NodeId, int | None] = {}
-            missing: list[NodeId] = []
-            for node, table in items:
-                value = table.get(slot, _MISSING)
-                if value is _MISSING:
-                    if require_complete:
-                        missing.append(node)
-                elif value != op.value:
-                    found[node] = value  # type: ignore[assignment]
-            if not found and not missing:
-                continue
-            parts = [f"node {n} has {_show(v)}" for n, v in found.items()]
-            if missing:
-                parts.append(f"nodes {_nodes(missing)} lack the slot")
-            out.append(
-                Violation(
-                    DURABILITY,
-                    f"op {op.describe()}: slot {slot}: {', '.join(parts)}",
-                    {
-                        "op": op.to_dict(),
-                        "slot": slot,
-                        "found": {str(n): v for n, v in found.items()},
-                        "missing": missing,
-                    },
-                )
+    for op in sorted(suspects, key=lambda op: op.slot):  # type: ignore[arg-type,return-value]
+        slot = op.slot
+        found: dict[NodeId, int | None] = {}
+        missing: list[NodeId] = []
+        for node, table in items:
+            value = table.get(slot, _MISSING)  # type: ignore[arg-type]
+            if value is _MISSING:
+                if require_complete:
+                    missing.append(node)
+            elif value != op.value:
+                found[node] = value  # type: ignore[assignment]
+        if not found and not missing:
+            continue
+        parts = [f"node {n} has {_show(v)}" for n, v in found.items()]
+        if missing:
+            parts.append(f"nodes {_nodes(missing)} lack the slot")
+        out.append(
+            Violation(
+                DURABILITY,
+                f"op {op.describe()}: slot {slot}: {', '.join(parts)}",
+                {
+                    "op": op.to_dict(),
+                    "slot": slot,
+                    "found": {str(n): v for n, v in found.items()},
+                    "missing": missing,
+                },
             )
+        )
 
 
 def _uniqueness(
@@ -239,6 +278,9 @@ def _uniqueness(
     groups: dict[tuple[int, tuple[int, ...]], list[NodeId]] = defaultdict(list)
     for node, table in tables.items():
         counts = Counter(table.values())
+        noops = counts.pop(None, 0)
+        if len(counts) == len(table) - noops:  # no value twice in this log
+            continue
         offending = {v for v, c in counts.items() if v is not None and 0 < proposals.get(v, 0) < c}
         if not offending:
             continue

@@ -33,6 +33,9 @@ NodeId = int | str
 Entry = tuple[int, int | None]
 Logs = Mapping[NodeId, Sequence[Entry]]
 
+_TIME_TYPES = (float, int)
+_NOT_OK = (UNKNOWN, FAIL)
+
 # The summary lists at most this many violations; the result keeps them all.
 SUMMARY_LIMIT = 50
 
@@ -61,6 +64,26 @@ class Op:
     slot: int | None = None
 
     def __post_init__(self) -> None:
+        # The common case in exact types, cheaply (a history holds ~10^5 ops); anything else
+        # goes through the full validation below, which names what is wrong.
+        start, end, slot = self.start, self.end, self.slot
+        if (
+            type(self.client) is str
+            and type(self.value) is int
+            and type(start) in _TIME_TYPES
+            and type(end) in _TIME_TYPES
+            and start <= end
+            and math.isfinite(start)
+            and math.isfinite(end)
+            and (
+                (self.outcome == OK and type(slot) is int and slot >= 1)
+                or (self.outcome in _NOT_OK and (slot is None or type(slot) is int))
+            )
+        ):
+            return
+        self._validate()
+
+    def _validate(self) -> None:
         if not isinstance(self.client, str):
             raise HistoryError(f"op client must be a string, got {self.client!r}")
         if not _is_int(self.value):
@@ -91,7 +114,7 @@ class Op:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Op:
         """Build an op from a record; raises :class:`HistoryError` when it is malformed."""
-        if not isinstance(d, Mapping):
+        if type(d) is not dict and not isinstance(d, Mapping):
             raise HistoryError(f"an op must be a JSON object, got {type(d).__name__}")
         try:
             return cls(
