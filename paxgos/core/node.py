@@ -230,6 +230,12 @@ class Node:
         if isinstance(msg, Accept):
             self._observe(msg.ballot, ready)
             ready.response = self.acceptor.on_accept(msg, self.commit, ready.persist)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "node %d: %s slots %d..%d under ballot %s from node %d",
+                    self.id, "accepted" if ready.response.ok else "refused (promised higher)",
+                    msg.first, msg.first + len(msg.values) - 1, msg.ballot, msg.sender,
+                )  # fmt: skip
             if ready.response.ok:
                 self._learn_commit(msg.ballot, msg.commit, msg.sender, ready)
         elif isinstance(msg, Accepted):
@@ -405,6 +411,9 @@ class Node:
                 ready.outcomes.append(Committed(request, slot, value))
             moved = True
         if moved:
+            if log.isEnabledFor(logging.DEBUG):
+                first = ready.persist.chosen[0][0]
+                log.debug("node %d: learned slots %d..%d", self.id, first, self.commit)
             self.progress_at = self.now
             self.commit_unsent = self.role == LEADER
             if self.commit > self.known_commit:

@@ -1,0 +1,221 @@
+"""The HTTP interface of a healthy 5-node cluster of real processes, as a user sees it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from paxgos.procs import LocalNodes, http_get
+
+COMMIT = re.compile(r"CommandID: (\d+), Value (-?\d+)\n")
+
+
+def propose(nodes: LocalNodes, value: int | str, node: int = 0) -> tuple[int, str]:
+    code, _, body = nodes.get(node, f"/propose/{value}")
+    return code, body
+
+
+def history_text(nodes: LocalNodes, i: int) -> list[str]:
+    code, _, body = nodes.get(i, "/?limit=10000")
+    assert code == 200
+    lines = body.splitlines()
+    assert lines[0] == "History:"
+    return lines[1:]
+
+
+def wait_listed(nodes: LocalNodes, line: str, timeout: float = 1.0) -> None:
+    """Every node's ``/`` lists ``line`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    missing = list(range(nodes.count))
+    while missing and time.monotonic() < deadline:
+        missing = [i for i in missing if line not in history_text(nodes, i)]
+        time.sleep(0.02)
+    assert not missing, f"{line!r} not on nodes {missing} after {timeout}s"
+
+
+def test_propose_answers_command_id_and_every_node_lists_it(cluster: LocalNodes) -> None:
+    code, body = propose(cluster, 655321)
+    assert code == 200, body
+    match = COMMIT.fullmatch(body)
+    assert match and match.group(2) == "655321", body
+    wait_listed(cluster, f"id {match.group(1)} val 655321")
+
+
+def test_history_is_in_slot_order_and_identical_on_every_node(cluster: LocalNodes) -> None:
+    for value in (1, -2, 3):
+        assert propose(cluster, value)[0] == 200
+    commit = cluster.wait_converged(timeout=5)
+    logs = [cluster.history(i) for i in range(cluster.count)]
+    assert all(log == logs[0] for log in logs)
+    assert [slot for slot, _ in logs[0]] == list(range(1, commit + 1))
+
+
+def test_concurrent_proposals_get_distinct_slots_and_one_slot_each(cluster: LocalNodes) -> None:
+    values = [10_000_000 + i for i in range(200)]
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda v: propose(cluster, v), values))
+    slots = {}
+    for value, (code, body) in zip(values, answers, strict=True):
+        assert code == 200, body
+        match = COMMIT.fullmatch(body)
+        assert match and int(match.group(2)) == value
+        slots[value] = int(match.group(1))
+    assert len(set(slots.values())) == len(values)  # nobody shares a slot
+    cluster.wait_converged(timeout=5)
+    for i in range(cluster.count):
+        log = dict(cluster.history(i))
+        for value, slot in slots.items():
+            assert log[slot] == value, f"node {i} slot {slot}"
+        occurrences = [v for v in log.values() if v in slots]
+        assert len(occurrences) == len(values)  # one /propose never occupies two slots
+
+
+def test_autopropose_streams_a_line_per_commit(cluster: LocalNodes) -> None:
+    code, _, body = cluster.get(0, "/autopropose?count=7")
+    assert code == 200, body
+    lines = body.splitlines(keepends=True)
+    assert len(lines) == 7
+    slots = [int(COMMIT.fullmatch(line).group(1)) for line in lines]  # type: ignore[union-attr]
+    assert len(set(slots)) == 7
+    code, _, body = cluster.get(0, "/autopropose")
+    assert code == 200 and len(body.splitlines()) == 20  # the demo's default batch
+
+
+def test_autopropose_streams_before_the_last_commit(cluster: LocalNodes) -> None:
+    """The answer is chunked: the first line arrives as its value commits."""
+    with urllib.request.urlopen(cluster.urls[0] + "/autopropose?count=50", timeout=10) as resp:
+        assert resp.headers.get("Transfer-Encoding") == "chunked"
+        first = resp.readline().decode()
+        assert COMMIT.fullmatch(first), first
+        rest = resp.read().decode().splitlines()
+    assert len(rest) == 49
+
+
+def test_autopropose_count_is_bounded(cluster: LocalNodes) -> None:
+    for query in ("count=0", "count=1001", "count=abc"):
+        code, _, body = cluster.get(0, f"/autopropose?{query}")
+        assert code == 400 and body.startswith("error: ") and body.count("\n") == 1, body
+
+
+def test_json_answers(cluster: LocalNodes) -> None:
+    code, _, body = cluster.get(0, "/propose/77", json_body=True)
+    assert code == 200
+    answer = json.loads(body)
+    assert answer["value"] == 77 and answer["command_id"] >= 1
+    code, _, body = cluster.get(0, "/autopropose?count=3", json_body=True)
+    assert code == 200
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert len(lines) == 3 and all("command_id" in line for line in lines)
+    code, _, body = cluster.get(2, f"/?from={answer['command_id']}&limit=1", json_body=True)
+    page = json.loads(body)
+    assert page["entries"] == [{"slot": answer["command_id"], "value": 77}]
+
+
+def test_status(cluster: LocalNodes) -> None:
+    leader = cluster.status(0)
+    follower = cluster.status(3)
+    assert leader["id"] == 0 and leader["role"] == "leader" and leader["leader"] == 0
+    assert follower["id"] == 3 and follower["role"] == "follower" and follower["leader"] == 0
+    assert follower["leader_url"] == cluster.urls[0]
+    assert leader["ballot"] == follower["promised"]
+    assert sorted(follower["peers"]) == sorted(u for i, u in enumerate(cluster.urls) if i != 3)
+    assert isinstance(leader["commit_index"], int)
+
+
+def test_history_is_paged(cluster: LocalNodes) -> None:
+    code, _, body = cluster.get(0, "/autopropose?count=30")
+    assert code == 200
+    commit = cluster.wait_converged(timeout=5)
+    code, headers, body = cluster.get(1, "/?from=2&limit=10")
+    lines = body.splitlines()
+    assert lines[0] == "History:" and len(lines) == 11
+    assert lines[1].startswith("id 2 val ") and lines[-1].startswith("id 11 val ")
+    assert headers["Link"] == '</?from=12&limit=10>; rel="next"'
+    code, _, body = cluster.get(1, f"/?from={commit}&limit=10", json_body=True)
+    page = json.loads(body)
+    assert [e["slot"] for e in page["entries"]] == [commit] and page["next"] is None
+    code, _, body = cluster.get(1, "/?limit=10001")
+    assert code == 400
+
+
+@pytest.mark.parametrize(
+    "raw", ["abc", "1.5", "9223372036854775808", "-9223372036854775809", "", "1e3", "0x10", "%20"]
+)
+def test_bad_values_are_400_and_change_nothing(cluster: LocalNodes, raw: str) -> None:
+    before = cluster.status(0)["commit_index"]
+    code, body = propose(cluster, raw)
+    assert code == 400, body
+    assert body.startswith("error: ") and body.count("\n") == 1, body
+    assert cluster.status(0)["commit_index"] == before
+
+
+def test_64_bit_extremes_are_accepted(cluster: LocalNodes) -> None:
+    for value in (2**63 - 1, -(2**63), 0):
+        code, body = propose(cluster, value)
+        assert code == 200 and body.endswith(f"Value {value}\n"), body
+
+
+def test_unknown_path_and_wrong_method(cluster: LocalNodes) -> None:
+    code, _, body = cluster.get(0, "/nope")
+    assert code == 404 and body == "error: no such path: /nope\n"
+    code, _, body = http_get(cluster.urls[0] + "/propose/5", method="POST")
+    assert code == 405 and body.startswith("error: ")
+    code, _, body = http_get(cluster.urls[0] + "/accept", method="GET")
+    assert code == 405
+
+
+def test_follower_redirects_proposals_to_the_leader(cluster: LocalNodes) -> None:
+    code, headers, body = cluster.get(2, "/propose/4242")
+    assert code == 307, body
+    assert headers["Location"] == cluster.urls[0] + "/propose/4242"
+    with urllib.request.urlopen(cluster.urls[2] + "/propose/4243", timeout=10) as resp:
+        assert COMMIT.fullmatch(resp.read().decode())  # a client that follows it commits
+
+
+ACCEPT = '"type": "accept", "ballot": [99, 1], "first": 1, "commit": 0'
+
+
+def accept(fields: str) -> bytes:
+    return ("{" + ACCEPT + ", " + fields + "}").encode()
+
+
+MALFORMED = [
+    b"",
+    b"not json",
+    b"[]",
+    b'{"type": "accept"}',
+    b'{"type": "prepare", "sender": 1, "ballot": [99, 1], "from_slot": 0}',
+    accept('"sender": 1, "values": ["x"]'),
+    accept('"sender": 1, "values": [1e30]'),
+    accept('"sender": 9, "values": [5]'),
+    accept('"sender": 1, "values": [5], "first": -3'),
+    b'{"type": "promise", "sender": 1, "ballot": [99, 1], "ok": true, "promised": [99, 1]}',
+    accept('"sender": true, "values": [5]'),
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+def test_malformed_internal_messages_are_400_and_change_nothing(
+    cluster: LocalNodes, body: bytes
+) -> None:
+    before = cluster.status(3)
+    history = cluster.history(3)
+    for path in ("/prepare", "/accept", "/learn"):
+        request = urllib.request.Request(cluster.urls[3] + path, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                code = resp.status
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+            text = exc.read().decode()
+            assert text.startswith("error: ") and text.count("\n") == 1, text
+        assert code == 400, (path, body)
+    after = cluster.status(3)
+    assert after["promised"] == before["promised"]
+    assert cluster.history(3)[: len(history)] == history
+    assert propose(cluster, 31337)[0] == 200  # and the cluster still works

@@ -1,0 +1,182 @@
+"""The commands a user types: the local supervisor, a single node, and what they print."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from paxgos.procs import LocalNodes, http_get
+
+NODE_LINE = re.compile(r"node (\d+)  (http://127\.0\.0\.1:\d+)  (leader|follower)  \(pid (\d+)\)")
+
+
+def start_supervisor(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "paxgos", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def read_node_lines(proc: subprocess.Popen[str], count: int, timeout: float = 15.0) -> list[str]:
+    """The supervisor's output up to its "nodes up" line."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "nodes up" in line:
+            return lines
+    raise AssertionError(f"supervisor did not come up: {''.join(lines)}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone in all but name; its parent (the supervisor) reaps it.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def finish(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+def test_supervisor_runs_a_cluster_and_stops_every_node_on_sigterm() -> None:
+    proc = start_supervisor("--nodes", "2", "--starting-port", "0")
+    try:
+        lines = read_node_lines(proc, 3)
+        text = "".join(lines)
+        assert "--nodes 2 is too few" in text and "using 3" in text
+        nodes = [NODE_LINE.search(line) for line in lines]
+        found = [m for m in nodes if m]
+        assert [m.group(1) for m in found] == ["0", "1", "2"]
+        assert [m.group(3) for m in found] == ["leader", "follower", "follower"]
+        code, _, body = http_get(found[0].group(2) + "/propose/5")
+        assert code == 200 and body.startswith("CommandID: "), body
+        pids = [int(m.group(4)) for m in found]
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        assert time.monotonic() - started < 5.0
+        assert proc.returncode == 0
+        assert not [pid for pid in pids if alive(pid)]
+        rest = proc.stdout.read() if proc.stdout else ""
+        assert "node 0 | " in rest  # node logs are shown, prefixed with the node id
+    finally:
+        finish(proc)
+
+
+def test_supervisor_says_when_a_node_dies() -> None:
+    proc = start_supervisor("--nodes", "3", "--starting-port", "0")
+    try:
+        lines = read_node_lines(proc, 3)
+        pids = [int(m.group(4)) for m in map(NODE_LINE.search, lines) if m]
+        os.kill(pids[1], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=15)
+        assert proc.returncode != 0
+        assert f"node 1 (pid {pids[1]}) was killed by signal 9" in out
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        finish(proc)
+
+
+def test_supervisor_stops_a_sigstopped_node_too() -> None:
+    proc = start_supervisor("--nodes", "3", "--starting-port", "0")
+    try:
+        lines = read_node_lines(proc, 3)
+        pids = [int(m.group(4)) for m in map(NODE_LINE.search, lines) if m]
+        os.kill(pids[2], signal.SIGSTOP)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        assert time.monotonic() - started < 5.5
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        finish(proc)
+
+
+def test_port_in_use_is_a_one_line_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "paxgos", "--nodes", "3", "--starting-port", str(port - 1)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).strip()
+    assert output == f"paxgos: port {port} is already in use", output
+
+
+def test_single_node_command_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        peers = ",".join([url, "http://127.0.0.1:1", "http://127.0.0.1:2"])
+        result = subprocess.run(
+            [sys.executable, "-m", "paxgos", "node", "--id", "0", "--peers", peers],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("Address already in use"), result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--id", "5", "--peers", "http://a:1,http://b:2,http://c:3"], "--id must be between"),
+        (["--id", "0", "--peers", "http://a:1"], "at least 3 nodes"),
+    ],
+)
+def test_single_node_bad_arguments(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "paxgos", "node", *args], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_debug_log_follows_the_phases(make_nodes: Callable[..., LocalNodes]) -> None:
+    nodes = make_nodes(3, ["--log-level", "debug"])
+    code, _, body = nodes.get(0, "/propose/99")
+    assert code == 200
+    nodes.wait_converged(timeout=5)
+    leader_log = nodes.log_path(0).read_text()
+    for phrase in (
+        "prepare ballot 1.0",
+        "promise for 1.0",
+        "leading with ballot 1.0",
+        "accept ballot 1.0 slots 1..1",
+        "chosen under 1.0 (majority",
+        "learned slots 1..1",
+    ):
+        assert phrase in leader_log, phrase
+    follower_log = nodes.log_path(1).read_text()
+    assert "accepted slots 1..1 under ballot 1.0 from node 0" in follower_log
+    assert "learned slots 1..1" in follower_log
+
+
+def test_default_log_is_quiet_under_load(make_nodes: Callable[..., LocalNodes]) -> None:
+    nodes = make_nodes(3)
+    for value in range(50):
+        assert nodes.get(0, f"/propose/{value}")[0] == 200
+    lines = nodes.log_path(0).read_text().splitlines()
+    assert len(lines) < 10, lines

@@ -1,0 +1,102 @@
+"""A minority of slow or stopped nodes does not stop commits; a stopped majority does, clearly.
+
+Real processes, real SIGSTOP/SIGCONT, real HTTP; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from paxgos.procs import LocalNodes, http_get
+
+COMMIT = re.compile(r"CommandID: (\d+), Value (-?\d+)\n")
+
+
+def timed_propose(nodes: LocalNodes, value: int, timeout: float = 15.0) -> tuple[int, str, float]:
+    started = time.monotonic()
+    code, _, body = nodes.get(0, f"/propose/{value}", timeout=timeout)
+    return code, body, time.monotonic() - started
+
+
+def assert_commits(nodes: LocalNodes, values: range, slower_than: float = 1.0) -> None:
+    for value in values:
+        code, body, took = timed_propose(nodes, value)
+        assert code == 200 and COMMIT.fullmatch(body), body
+        assert took < slower_than, f"proposal took {took:.2f}s"
+
+
+def test_two_of_five_stopped_still_commit_fast(make_nodes: Callable[..., LocalNodes]) -> None:
+    nodes = make_nodes(5)
+    assert_commits(nodes, range(1, 4))
+    nodes.pause(3)
+    nodes.pause(4)
+    try:
+        # The leader acts on the fastest majority: a stopped minority adds no wait.
+        assert_commits(nodes, range(100, 120), slower_than=0.5)
+    finally:
+        nodes.resume(3)
+        nodes.resume(4)
+    commit = nodes.wait_converged(timeout=10)
+    logs = [nodes.history(i) for i in range(5)]
+    assert all(log == logs[0] for log in logs) and len(logs[0]) == commit
+
+
+def test_three_of_five_stopped_fail_clearly_then_recover(
+    make_nodes: Callable[..., LocalNodes],
+) -> None:
+    nodes = make_nodes(5, ["--request-timeout", "1.5s"])
+    assert_commits(nodes, range(1, 3))
+    for i in (2, 3, 4):
+        nodes.pause(i)
+    try:
+        code, body, took = timed_propose(nodes, 4242)
+        assert code == 504, body
+        assert "outcome unknown" in body and body.count("\n") == 1, body
+        assert 1.4 < took < 4.0, took  # bounded by --request-timeout, never a hang
+    finally:
+        for i in (2, 3, 4):
+            nodes.resume(i)
+    # The cluster goes on, and the timed-out value, still in flight, may now be chosen.
+    assert_commits(nodes, range(10, 13), slower_than=3.0)
+    nodes.wait_converged(timeout=10)
+    values = [v for _, v in nodes.history(1)]
+    assert values.count(4242) <= 1
+
+
+def test_runtime_fault_control_slow_stall_heal(make_nodes: Callable[..., LocalNodes]) -> None:
+    nodes = make_nodes(5, ["--request-timeout", "1.5s"])
+    for i in (3, 4):
+        code, _, body = nodes.get(i, "/fault/slow?ms=2000", json_body=True)
+        assert code == 405  # a control changes state: POST only
+    for i in (3, 4):
+        code, _, body = http_post(nodes, i, "/fault/slow?ms=2000")
+        assert code == 200 and '"slow_ms": 2000' in body
+    assert_commits(nodes, range(1, 10), slower_than=0.5)  # two slow nodes: a minority
+    code, _, body = http_post(nodes, 2, "/fault/stall")
+    assert code == 200 and '"stalled": true' in body
+    code, body, took = timed_propose(nodes, 77)
+    assert code == 504, body  # three of five held back: no majority
+    for i in (2, 3, 4):
+        assert http_post(nodes, i, "/fault/heal")[0] == 200
+        assert nodes.status(i)["faults"]["stalled"] is False
+    assert_commits(nodes, range(20, 25), slower_than=3.0)
+    assert http_post(nodes, 2, "/fault/explode")[0] == 404
+
+
+def test_demo_fault_flags_delay_answers(make_nodes: Callable[..., LocalNodes]) -> None:
+    nodes = make_nodes(3, ["--failure-rate", "100", "--timeout", "300ms"])
+    faults = nodes.status(1)["faults"]
+    assert faults["failure_rate"] == 100 and faults["timeout_ms"] == 300
+    code, body, took = timed_propose(nodes, 5)
+    assert code == 200, body
+    assert took >= 0.3  # every acceptor answered only after --timeout
+    nodes.close()
+    nodes = make_nodes(3, ["--endpoint-random-cap", "200ms"])
+    assert nodes.status(2)["faults"]["endpoint_random_cap_ms"] == 200
+    assert_commits(nodes, range(1, 4))
+
+
+def http_post(nodes: LocalNodes, i: int, path: str) -> tuple[int, dict[str, str], str]:
+    return http_get(nodes.urls[i] + path, method="POST")
