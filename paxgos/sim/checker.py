@@ -9,7 +9,10 @@
 - **acknowledged is in the log**: a ``Committed`` outcome names the value its client proposed and
   the value chosen at the slot it names (so it is in the log exactly once, at that slot);
 - **promises never go backwards**: an acceptor's promised ballot, observed after each of its
-  steps and across restarts, never decreases.
+  steps and across restarts, never decreases;
+- **ballots are unique**: no ballot is used (sent in a ``Prepare``) by two proposers, nor by two
+  incarnations of one node: Paxos's safety argument assumes one value per ballot per slot, and a
+  restarted node that reuses its pre-crash ballot can propose a second one.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Checker:
         self.promised_hi: list[Ballot] = [ZERO] * nodes
         self.proposed: dict[int, int] = {}  # request -> value
         self.acked: dict[int, tuple[int, int]] = {}  # request -> (slot, value)
+        self.ballot_user: dict[Ballot, tuple[int, int]] = {}  # -> (node, incarnation)
 
     def accepted(
         self, node: int, ballot: Ballot, first: int, values: tuple[Value, ...], commit: int
@@ -130,6 +134,16 @@ class Checker:
                 f"node {node} promised {ballot} after having promised {high}",
             )
         self.promised_hi[node] = ballot
+
+    def prepared(self, node: int, incarnation: int, ballot: Ballot) -> None:
+        """Incarnation ``incarnation`` of ``node`` sent a Prepare for ``ballot``."""
+        user = self.ballot_user.setdefault(ballot, (node, incarnation))
+        if user != (node, incarnation):
+            raise Violation(
+                "ballot-unique",
+                f"ballot {ballot} used by node {node} (incarnation {incarnation}) after node "
+                f"{user[0]} (incarnation {user[1]})",
+            )
 
     def final_logs(self, logs: dict[int, list[Value]]) -> None:
         """At the end: every node's chosen log is the chosen values, and holds every

@@ -3,7 +3,9 @@
 ``send`` decides a message's fate when it leaves (lost, delayed, duplicated) and schedules its
 delivery; ``reachable`` is asked again when it arrives, so a partition that starts while a
 message is in flight still stops it.  A node's messages to itself are local calls: never lost,
-cut or duplicated, but still delivered a little later (a later turn of its event loop).
+cut or duplicated, but they take as long as a message on the wire: a real host handles them in a
+later turn, after its disk write, so a crash can come between a leader's Accept to its peers and
+its own acceptance.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Network:
         self.sent += 1
         sched = self.scheduler
         if src == dst:
-            sched.after(self.rng.randint(1, 200), DELIVER, dst, src, msg)
+            sched.after(self.rng.randint(1, 5_000), DELIVER, dst, src, msg)
             return True
         rng = self.rng
         if (self.groups is not None and self.groups[src] != self.groups[dst]) or (

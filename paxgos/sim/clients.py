@@ -1,0 +1,134 @@
+"""Simulated clients: they propose fresh values, wait for answers, and retry elsewhere.
+
+Each client has at most one attempt in flight: one value, or now and then a burst of several
+(like ``/autopropose``), sent to the node it believes leads.  It follows ``Rejected`` leader hints,
+gives up on an attempt when the node crashes under it or after a timeout, and then tries again
+with new values: every proposal in a run carries a value never proposed before, which is what
+lets the checker say "in the log exactly once".
+
+Once faults stop, clients stop too, except for one *probe* (client 0) that proposes until a value
+is committed: the liveness phase requires it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from paxgos.core.ready import Committed, Outcome, Rejected
+from paxgos.sim.checker import Checker
+from paxgos.sim.scheduler import CLIENT_TIMEOUT, CLIENT_WAKE, PROPOSE, Scheduler
+
+TIMEOUT_US = 2_000_000
+VALUE_BASE = 100_000
+
+
+@dataclass
+class Client:
+    id: int
+    target: int
+    attempt: int = 0
+    waiting: set[int] = field(default_factory=set)
+
+
+class Clients:
+    """Every client of a run, driven by scheduler events."""
+
+    def __init__(
+        self,
+        count: int,
+        rng: random.Random,
+        scheduler: Scheduler,
+        checker: Checker,
+        leader: int,
+    ):
+        self.rng = rng
+        self.scheduler = scheduler
+        self.checker = checker
+        self.leader = leader
+        self.clients = [Client(i, leader) for i in range(count)]
+        self.owner: dict[int, int] = {}  # request -> client
+        self.last_request = 0
+        self.active = True  # faults phase: everyone proposes
+        self.probe_done = False
+        self.proposed = 0
+        self.committed = 0
+
+    def start(self) -> None:
+        for client in self.clients:
+            self.scheduler.after(self.rng.randint(0, 20_000), CLIENT_WAKE, client.id)
+
+    def _may_propose(self, client: Client) -> bool:
+        return self.active or (client.id == 0 and not self.probe_done)
+
+    def wake(self, cid: int) -> None:
+        """Client ``cid`` sends its next attempt, if it is free to."""
+        client = self.clients[cid]
+        if client.waiting or not self._may_propose(client):
+            return
+        rng = self.rng
+        count = 1 if not self.active or rng.random() < 0.85 else rng.randint(2, 20)
+        batch = []
+        for _ in range(count):
+            self.last_request += 1
+            request = self.last_request
+            value = VALUE_BASE + request
+            self.checker.proposed[request] = value
+            self.owner[request] = cid
+            batch.append((request, value))
+        self.proposed += count
+        client.waiting = {request for request, _ in batch}
+        client.attempt += 1
+        self.scheduler.after(rng.randint(100, 2_000), PROPOSE, client.target, cid, batch)
+        self.scheduler.after(TIMEOUT_US, CLIENT_TIMEOUT, cid, client.attempt)
+
+    def _next(self, client: Client, low: int, high: int) -> None:
+        if not client.waiting:
+            self.scheduler.after(self.rng.randint(low, high), CLIENT_WAKE, client.id)
+
+    def answered(self, outcome: Outcome) -> None:
+        """A node completed ``outcome.request``."""
+        cid = self.owner.pop(outcome.request, None)
+        if cid is None:
+            return
+        client = self.clients[cid]
+        if isinstance(outcome, Committed):
+            self.committed += 1
+            if not self.active and cid == 0:
+                self.probe_done = True
+        if outcome.request not in client.waiting:
+            return  # the client gave up on it already
+        client.waiting.discard(outcome.request)
+        if isinstance(outcome, Rejected):
+            client.target = self.leader if outcome.leader is None else outcome.leader
+            self._next(client, 5_000, 50_000)
+        else:
+            self._next(client, 0, 30_000)
+
+    def failed(self, cid: int, requests: list[int]) -> None:
+        """The connection to the node broke (it was down, or crashed): the requests' fate is
+        unknown; the client tries the initial leader next."""
+        client = self.clients[cid]
+        mine = False
+        for request in requests:
+            self.owner.pop(request, None)
+            if request in client.waiting:
+                client.waiting.discard(request)
+                mine = True
+        if mine:
+            client.target = self.leader
+            self._next(client, 5_000, 50_000)
+
+    def timeout(self, cid: int, attempt: int) -> None:
+        client = self.clients[cid]
+        if client.attempt != attempt or not client.waiting or not self.active:
+            return  # answered already, or healed: then every request must be answered
+        client.waiting.clear()
+        client.target = self.leader
+        self._next(client, 0, 10_000)
+
+    def heal(self) -> None:
+        """Faults are over: stop proposing, except for the probe."""
+        self.active = False
+        probe = self.clients[0]
+        self._next(probe, 0, 10_000)

@@ -1,0 +1,119 @@
+"""Deliberately broken nodes, to show the simulator catches the bugs it exists to catch.
+
+Each variant subclasses the real ``paxgos.core.Node`` (or its acceptor) and breaks one rule:
+
+- ``reply-before-persist``: answers before its state is durable: everything it persists is held
+  back until its next timer tick, so a crash loses promises and acceptances it already answered;
+- ``accept-below-promise``: accepts under a ballot lower than the one it promised;
+- ``forget-promise``: restarts with its promise forgotten (its accepted values survive);
+- ``noop-fill-leader``: a leader that ignores the accepted values reported in phase 1 and
+  re-proposes nothing (new proposals and no-ops overwrite what may have been chosen).
+
+Never use these outside tests and demonstrations: ``python -m paxgos.sim --faulty NAME``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from paxgos.core import ZERO, Config, Node, Persist, Ready, StoredState
+from paxgos.core.acceptor import Acceptor
+from paxgos.core.messages import Accept, Accepted, Message
+
+NodeFactory = Callable[[Config, "StoredState | None"], Node]
+
+
+class ReplyBeforePersistNode(Node):
+    """Answers at once but writes its state only at the next tick (a lost group commit)."""
+
+    def __init__(self, config: Config, stored: StoredState | None = None):
+        super().__init__(config, stored)
+        self._unsynced: list[Persist] = []
+
+    def _defer(self, ready: Ready) -> Ready:
+        if ready.persist:
+            self._unsynced.append(ready.persist)
+            ready.persist = Persist()
+        return ready
+
+    def step(self, msg: Message) -> Ready:
+        return self._defer(super().step(msg))
+
+    def propose(self, request: int, value: int) -> Ready:
+        return self._defer(super().propose(request, value))
+
+    def flush(self) -> Ready:
+        return self._defer(super().flush())
+
+    def campaign(self) -> Ready:
+        return self._defer(super().campaign())
+
+    def tick(self, now: float) -> Ready:
+        ready = super().tick(now)
+        batch = [*self._unsynced, ready.persist]
+        self._unsynced = []
+        merged = Persist()
+        for persist in batch:
+            if persist.promised is not None:
+                merged.promised = persist.promised
+            merged.accepted.extend(persist.accepted)
+            merged.chosen.extend(persist.chosen)
+        ready.persist = merged
+        return ready
+
+
+class _LaxAcceptor(Acceptor):
+    def on_accept(self, msg: Accept, commit: int, persist: Persist) -> Accepted:
+        promised = self.promised
+        if msg.ballot >= promised:
+            return super().on_accept(msg, commit, persist)
+        # The bug: accept anyway, as if the promise did not exist.
+        self.promised = msg.ballot
+        try:
+            return super().on_accept(msg, commit, persist)
+        finally:
+            self.promised = promised
+
+
+class AcceptBelowPromiseNode(Node):
+    """Its acceptor accepts under ballots below its promise."""
+
+    def __init__(self, config: Config, stored: StoredState | None = None):
+        super().__init__(config, stored)
+        self.acceptor = _LaxAcceptor(self.id, self.acceptor.promised, self.acceptor.accepted)
+
+
+class ForgetPromiseNode(Node):
+    """Restarts as if it had never promised anything."""
+
+    def __init__(self, config: Config, stored: StoredState | None = None):
+        if stored is not None:
+            stored = StoredState(ZERO, stored.commit, dict(stored.accepted))
+        super().__init__(config, stored)
+
+
+class NoopFillLeaderNode(Node):
+    """Leads without re-proposing the values its promisers accepted."""
+
+    def _lead(self, ready: Ready) -> None:
+        self.promises = {n: replace(p, accepted=()) for n, p in self.promises.items()}
+        super()._lead(ready)
+
+
+VARIANTS: dict[str, NodeFactory] = {
+    "reply-before-persist": ReplyBeforePersistNode,
+    "accept-below-promise": AcceptBelowPromiseNode,
+    "forget-promise": ForgetPromiseNode,
+    "noop-fill-leader": NoopFillLeaderNode,
+}
+
+
+def node_factory(name: str | None) -> NodeFactory:
+    """The node class to run: the real ``Node``, or the broken variant called ``name``."""
+    if name is None:
+        return Node
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown faulty variant {name!r}; known: {sorted(VARIANTS)}") from None

@@ -1,0 +1,389 @@
+"""One simulated run: N pure ``Node``s, their in-memory disks, the network, nemesis and clients.
+
+``Simulation(seed, options).run()`` returns a ``RunResult``.  The run is a pure function of the
+seed and the options: one ``random.Random(seed)`` draws every choice, the clock is simulated, and
+events are ordered by ``(time, insertion)``, so the same seed replays the same run, byte for byte.
+
+The simulation is the host of every node, and follows the host contract of
+``paxgos.core.ready`` to the letter: apply ``persist`` to the node's ``MemoryStore`` (its disk),
+then send ``response`` back to the sender, then send ``messages``, then complete ``outcomes``;
+call ``flush()`` at the end of every turn, ``tick(now)`` every 10-30 simulated ms, ``campaign()``
+on the initial leader at boot and after it restarts; answer ``CatchupRequest`` from the store
+(``node.answer_catchup``).  A crash throws away the ``Node`` object; a restart builds a new one
+from ``store.load()``: only what was persisted survives.
+
+Phases: for ``options.steps`` events the nemesis crashes nodes and partitions the network while
+the network loses, duplicates and delays messages; then every fault heals and the cluster has
+``options.heal_time`` simulated seconds to answer every pending proposal, commit a probe, and
+bring every node to the same commit index (liveness).  Safety is checked at every step
+(``paxgos.sim.checker``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import traceback
+from dataclasses import dataclass
+from typing import TextIO
+
+from paxgos.core import LEADER, Config, Node, Ready
+from paxgos.core.messages import Accept, CatchupRequest, Message, Prepare
+from paxgos.core.ready import Committed
+from paxgos.sim.checker import Checker, Violation
+from paxgos.sim.clients import Clients
+from paxgos.sim.faulty import node_factory
+from paxgos.sim.network import Network
+from paxgos.sim.options import SimOptions
+from paxgos.sim.scheduler import (
+    CLIENT_TIMEOUT,
+    CLIENT_WAKE,
+    DELIVER,
+    HEAL_PARTITION,
+    PROPOSE,
+    RESTART,
+    TICK,
+    Scheduler,
+)
+from paxgos.sim.trace import Trace
+from paxgos.storage import MemoryStore
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run did; ``invariant`` is None when every check held."""
+
+    seed: int
+    steps: int
+    sim_time_us: int
+    commit: int
+    proposed: int
+    committed: int
+    crashes: int
+    partitions: int
+    sent: int
+    lost: int
+    digest: str
+    invariant: str | None = None
+    report: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.invariant is None
+
+    def summary(self) -> str:
+        status = "ok" if self.ok else f"VIOLATION {self.invariant}"
+        return (
+            f"seed={self.seed} {status} steps={self.steps} t={self.sim_time_us / 1e6:.3f}s "
+            f"commit={self.commit} proposed={self.proposed} committed={self.committed} "
+            f"crashes={self.crashes} partitions={self.partitions} sent={self.sent} "
+            f"lost={self.lost} digest={self.digest}"
+        )
+
+
+class Simulation:
+    """A cluster of pure nodes under a seeded scheduler; see the module docstring."""
+
+    def __init__(self, seed: int, options: SimOptions | None = None, out: TextIO | None = None):
+        self.seed = seed
+        self.options = opts = options or SimOptions()
+        self.rng = rng = random.Random(seed)
+        self.scheduler = Scheduler()
+        self.network = Network(rng, self.scheduler, opts.drop, opts.dup, opts.delay)
+        self.checker = Checker(opts.nodes)
+        self.trace = Trace(opts.trace_lines, out)
+        self.factory = node_factory(opts.faulty)
+        n = opts.nodes
+        # Vary the protocol's shape per seed so small windows, batch splits and multi-round
+        # catch-up all get exercised.
+        window = rng.choice((1, 2, 4))
+        max_batch = rng.choice((1, 3, 1024))
+        catchup_batch = rng.choice((3, 10_000))
+        self.configs = [
+            Config(i, n, window=window, max_batch=max_batch, catchup_batch=catchup_batch)
+            for i in range(n)
+        ]
+        self.leader = self.configs[0].initial_leader
+        self.stores = [MemoryStore() for _ in range(n)]
+        self.nodes: list[Node | None] = [None] * n
+        self.incarnation = [0] * n
+        self.requests: list[dict[int, int]] = [{} for _ in range(n)]  # request -> client
+        self.clients = Clients(opts.clients, rng, self.scheduler, self.checker, self.leader)
+        self.max_down = n - 1 if opts.max_down is None else opts.max_down
+        self.down = 0
+        self.last_node = 0  # the node that handled the latest event
+        self.crashes = 0
+        self.partitions = 0
+        self.step = 0
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Run the faults phase, heal, run the liveness phase; stop at the first violation."""
+        invariant = None
+        report = ""
+        try:
+            for i in range(self.options.nodes):
+                self._start(i)
+            self.clients.start()
+            self._faults_phase()
+            self._liveness_phase()
+        except Violation as violation:
+            invariant = violation.invariant
+            report = self._report(violation.invariant, violation.detail)
+        except Exception:  # a crash of the core (or the store) is a bug report too
+            invariant = "exception"
+            report = self._report(invariant, traceback.format_exc().rstrip())
+        return self._result(invariant, report)
+
+    def _faults_phase(self) -> None:
+        opts = self.options
+        crash = opts.crash
+        split = crash + opts.partition
+        rng = self.rng
+        step_once = self._step_once
+        while self.step < opts.steps:
+            step_once()
+            if split:
+                r = rng.random()
+                if r < crash:
+                    self._crash_some()
+                elif r < split and self.network.groups is None:
+                    self._partition()
+
+    def _liveness_phase(self) -> None:
+        self.trace.add((self.step, self.scheduler.now, "heal", None, None, None))
+        self.network.heal()
+        for i in range(self.options.nodes):
+            if self.nodes[i] is None:
+                self._restart(i)
+        self.clients.heal()
+        deadline = self.scheduler.now + int(self.options.heal_time * 1e6)
+        while not self._converged():
+            if self.scheduler.now > deadline:
+                raise Violation("liveness", self._stuck())
+            self._step_once()
+        logs = {i: store.chosen for i, store in enumerate(self.stores)}
+        self.checker.final_logs(logs)
+
+    def _converged(self) -> bool:
+        if not self.clients.probe_done or any(self.requests):
+            return False
+        leader = self.nodes[self.leader]
+        if leader is None or leader.role != LEADER or leader.rounds or leader.queue:
+            return False
+        return all(node is not None and node.commit == leader.commit for node in self.nodes)
+
+    def _stuck(self) -> str:
+        parts = [
+            f"not converged {self.options.heal_time}s after healing: probe committed: "
+            f"{self.clients.probe_done}"
+        ]
+        for i, node in enumerate(self.nodes):
+            if node is None:
+                parts.append(f"node {i}: down")
+                continue
+            parts.append(
+                f"node {i}: role={node.role} ballot={node.ballot} promised={node.promised} "
+                f"commit={node.commit} known_commit={node.known_commit} "
+                f"rounds={sorted(node.rounds)} queued={len(node.queue)} "
+                f"pending requests={sorted(self.requests[i])[:10]}"
+            )
+        return "\n  ".join(parts)
+
+    # --- events -------------------------------------------------------------------------------
+
+    def _step_once(self) -> None:
+        _, _, kind, a, b, c = self.scheduler.pop()
+        self.step += 1
+        if kind == DELIVER:
+            self._deliver(a, b, c)
+        elif kind == TICK:
+            self._tick(a, b)
+        elif kind == PROPOSE:
+            self._propose(a, b, c)
+        elif kind == CLIENT_WAKE:
+            self.clients.wake(a)
+        elif kind == CLIENT_TIMEOUT:
+            self.clients.timeout(a, b)
+        elif kind == RESTART:
+            if self.nodes[a] is None and self.incarnation[a] == b:
+                self._restart(a)
+        elif kind == HEAL_PARTITION:
+            if self.partitions == a and self.network.groups is not None:
+                self.network.groups = None
+                self.trace.add((self.step, self.scheduler.now, "rejoin", None, None, None))
+
+    def _deliver(self, dst: int, src: int, msg: Message) -> None:
+        node = self.nodes[dst]
+        trace = self.trace
+        self.last_node = dst
+        if node is None:
+            trace.add((self.step, self.scheduler.now, "down", dst, src, msg))
+            return
+        if src != dst and not self.network.reachable(src, dst):
+            trace.add((self.step, self.scheduler.now, "cut", dst, src, msg))
+            return
+        trace.add((self.step, self.scheduler.now, "deliver", dst, src, msg))
+        if type(msg) is CatchupRequest:
+            store = self.stores[dst]
+            reply = node.answer_catchup(msg, store.read_chosen(msg.from_slot, msg.limit))
+            self._send(dst, src, reply)
+            return
+        commit = node.commit
+        ready = node.step(msg)
+        if type(msg) is Accept and ready.response is not None and ready.response.ok:
+            self.checker.accepted(dst, msg.ballot, msg.first, msg.values, commit)
+        self._apply(dst, ready, src)
+        self._apply(dst, node.flush(), src)
+        self.checker.promised(dst, node.acceptor.promised)
+
+    def _tick(self, i: int, incarnation: int) -> None:
+        node = self.nodes[i]
+        if node is None or self.incarnation[i] != incarnation:
+            return  # a dead incarnation's timer
+        self.last_node = i
+        self._apply(i, node.tick(self.scheduler.now / 1e6), i)
+        self._apply(i, node.flush(), i)
+        self.checker.promised(i, node.acceptor.promised)
+        self.scheduler.after(self.rng.randint(10_000, 30_000), TICK, i, incarnation)
+
+    def _propose(self, i: int, cid: int, batch: list[tuple[int, int]]) -> None:
+        node = self.nodes[i]
+        self.last_node = i
+        self.trace.add((self.step, self.scheduler.now, "propose", i, cid, batch))
+        if node is None:
+            self.clients.failed(cid, [request for request, _ in batch])
+            return
+        pending = self.requests[i]
+        for request, value in batch:
+            pending[request] = cid
+            self._apply(i, node.propose(request, value), i)
+        self._apply(i, node.flush(), i)
+
+    # --- the host contract --------------------------------------------------------------------
+
+    def _apply(self, i: int, ready: Ready, reply_to: int) -> None:
+        """Persist, then respond, then send, then complete: ``paxgos.core.ready``'s order."""
+        persist = ready.persist
+        if persist:
+            if persist.chosen:
+                self.checker.learned(i, persist.chosen)
+            self.stores[i].apply([persist])
+        if ready.response is not None:
+            self._send(i, reply_to, ready.response)
+        for to, msg in ready.messages:
+            if type(msg) is Prepare:
+                self.checker.prepared(i, self.incarnation[i], msg.ballot)
+            self._send(i, to, msg)
+        for outcome in ready.outcomes:
+            self.trace.add((self.step, self.scheduler.now, "outcome", i, None, outcome))
+            self.requests[i].pop(outcome.request, None)
+            if type(outcome) is Committed:
+                self.checker.committed(i, outcome.request, outcome.slot, outcome.value)
+            self.clients.answered(outcome)
+
+    def _send(self, src: int, dst: int, msg: Message) -> None:
+        if not self.network.send(src, dst, msg):
+            self.trace.add((self.step, self.scheduler.now, "lost", dst, src, msg))
+
+    # --- crashes, restarts, partitions --------------------------------------------------------
+
+    def _start(self, i: int) -> None:
+        node = self.factory(self.configs[i], self.stores[i].load())
+        self.checker.promised(i, node.acceptor.promised)
+        self.nodes[i] = node
+        self.incarnation[i] += 1
+        self.trace.add((self.step, self.scheduler.now, "start", i, None, None))
+        self._apply(i, node.tick(self.scheduler.now / 1e6), i)
+        if i == self.leader:
+            self._apply(i, node.campaign(), i)
+        self._apply(i, node.flush(), i)
+        self.scheduler.after(self.rng.randint(0, 10_000), TICK, i, self.incarnation[i])
+
+    def _restart(self, i: int) -> None:
+        self.down -= 1
+        self._start(i)
+
+    def _crash_some(self) -> None:
+        if self.down >= self.max_down:
+            return
+        # Half the crashes hit the node that just acted: right after it sent something and
+        # before the rest of its work lands is where lost-state bugs live.
+        rng = self.rng
+        i = self.last_node
+        if self.nodes[i] is None or rng.random() < 0.5:
+            i = rng.choice([i for i, node in enumerate(self.nodes) if node is not None])
+        self.nodes[i] = None
+        self.incarnation[i] += 1
+        self.down += 1
+        self.crashes += 1
+        self.trace.add((self.step, self.scheduler.now, "crash", i, None, None))
+        # Client connections to the dead process break: those requests' fate is unknown.
+        by_client: dict[int, list[int]] = {}
+        for request, cid in self.requests[i].items():
+            by_client.setdefault(cid, []).append(request)
+        self.requests[i] = {}
+        for cid, requests in by_client.items():
+            self.clients.failed(cid, requests)
+        # Quick restarts (a supervisor bringing the process straight back) meet the messages the
+        # dead incarnation left in flight; slow ones leave the cluster a minority short.
+        quick = rng.random() < 0.5
+        downtime = rng.randint(1_000, 30_000) if quick else rng.randint(30_000, 800_000)
+        self.scheduler.after(downtime, RESTART, i, self.incarnation[i])
+
+    def _partition(self) -> None:
+        n = self.options.nodes
+        rng = self.rng
+        if rng.random() < 0.5:
+            groups = [0] * n
+            groups[rng.randrange(n)] = 1  # isolate one node
+        else:
+            groups = [rng.randint(0, 1) for _ in range(n)]
+        if len(set(groups)) == 1:
+            return
+        self.partitions += 1
+        self.network.groups = groups
+        self.trace.add((self.step, self.scheduler.now, "partition", None, None, groups))
+        self.scheduler.after(rng.randint(50_000, 1_500_000), HEAL_PARTITION, self.partitions)
+
+    # --- results ------------------------------------------------------------------------------
+
+    def replay_command(self) -> str:
+        args = " ".join(["--seed", str(self.seed), *self.options.args()])
+        return f"python -m paxgos.sim {args}"
+
+    def _report(self, invariant: str, detail: str) -> str:
+        lines = [
+            f"VIOLATION seed={self.seed} step={self.step} "
+            f"t={self.scheduler.now / 1000:.3f}ms invariant={invariant}",
+            f"  {detail}",
+            f"  replay: {self.replay_command()}",
+            f"  last {len(self.trace.entries)} events (step, time, what, from->to, message):",
+        ]
+        lines += [f"    {line}" for line in self.trace.lines()]
+        return "\n".join(lines)
+
+    def _result(self, invariant: str | None, report: str) -> RunResult:
+        log = self.stores[self.leader].chosen
+        digest = hashlib.sha256(repr((log, self.step, self.scheduler.now)).encode()).hexdigest()
+        return RunResult(
+            seed=self.seed,
+            steps=self.step,
+            sim_time_us=self.scheduler.now,
+            commit=len(log),
+            proposed=self.clients.proposed,
+            committed=self.clients.committed,
+            crashes=self.crashes,
+            partitions=self.partitions,
+            sent=self.network.sent,
+            lost=self.network.dropped,
+            digest=digest[:12],
+            invariant=invariant,
+            report=report,
+        )
+
+
+def run_seed(seed: int, options: SimOptions | None = None, out: TextIO | None = None) -> RunResult:
+    """Run one seed; ``out`` receives the full trace as it happens."""
+    return Simulation(seed, options, out).run()
