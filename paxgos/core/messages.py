@@ -225,9 +225,13 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
     ``expect`` restricts the accepted message type (an /accept endpoint takes only ``Accept``).
     Raises ``MessageError`` with a one-line reason on any deviation.
     """
+    if expect is not None and expect not in KINDS.values():
+        raise MessageError("expect must be a message class")
     if not isinstance(body, dict):
         raise MessageError("message must be a JSON object")
-    cls = KINDS.get(body.get("type"))  # type: ignore[arg-type]
+    kind = body.get("type")
+    # A list or object as "type" is unhashable: check it is a string before the lookup.
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise MessageError("unknown message type")
     if expect is not None and cls is not expect:
@@ -283,4 +287,6 @@ def decode(data: bytes, expect: type | None = None) -> Message:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError("message is not valid JSON") from exc
+    except RecursionError as exc:  # json.loads on deeply nested arrays/objects
+        raise MessageError("message is nested too deeply") from exc
     return from_wire(body, expect)
