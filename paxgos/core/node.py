@@ -261,6 +261,11 @@ class Node:
         self.recampaign_at = None
         self.role = CANDIDATE
         self.ballot = max(self.promised, self.ballot).next_for(self.id)
+        # Promise our own ballot durably before any Prepare leaves: the self-Prepare may still
+        # be in flight when we crash, and a restart would then pick this same ballot again and
+        # could propose a second value under it (found by paxgos.sim, seed 260).
+        self.acceptor.promised = self.ballot
+        ready.persist.promised = self.ballot
         self.promises = {}
         self.awaiting_commit = 0
         self.prepare_sent_at = self.now
