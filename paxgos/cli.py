@@ -44,11 +44,18 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by a single node and the local cluster (which passes them on)."""
     parser.add_argument(
         "--storage",
-        choices=["memory"],
-        default="memory",
-        help="where acceptor state lives (memory: not durable)",
+        choices=["sqlite", "memory"],
+        default="sqlite",
+        help="where node state lives: sqlite (durable, default) or memory (NOT durable)",
     )
-    parser.add_argument("--data-dir", default=None, help="directory for node data files")
+    parser.add_argument(
+        "--data-dir",
+        default="paxgos-data",
+        help="directory of the nodes' SQLite files, node-<id>/paxgos.db (default ./paxgos-data)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete existing node data and start empty"
+    )
     parser.add_argument(
         "--failure-rate",
         type=percent,
@@ -104,6 +111,8 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         urls=urls,
         storage=args.storage,
         data_dir=args.data_dir,
+        cluster_id=args.cluster_id,
+        fresh=args.fresh,
         faults=FaultFlags(args.failure_rate, args.timeout, args.endpoint_random_cap),
         request_timeout=args.request_timeout,
         peer_timeout=args.peer_timeout,
@@ -134,8 +143,9 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         "--log-level",
         args.log_level,
     ]
-    if args.data_dir:
-        words += ["--data-dir", args.data_dir]
+    words += ["--data-dir", args.data_dir, "--cluster-id", args.cluster_id]
+    if args.fresh:
+        words.append("--fresh")
     return words
 
 
@@ -159,6 +169,11 @@ def node_parser() -> argparse.ArgumentParser:
         "--peers",
         required=True,
         help="comma-separated base URLs of every node in id order, this one included",
+    )
+    parser.add_argument(
+        "--cluster-id",
+        default="paxgos",
+        help="name of the cluster; a data file of another cluster is refused (default paxgos)",
     )
     parser.add_argument(
         "--exit-with-parent",

@@ -18,7 +18,9 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 from paxgos.cli import passthrough
 
@@ -101,6 +103,18 @@ def stop_all(procs: list[subprocess.Popen[str]]) -> None:
             proc.wait()
 
 
+def cluster_id(data_dir: Path, fresh: bool) -> str:
+    """The cluster's identity, kept in ``data_dir/cluster-id`` so that a restart reuses the
+    data and a node never opens another cluster's file; ``fresh`` makes a new one."""
+    path = data_dir / "cluster-id"
+    if path.exists() and not fresh:
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    identity = uuid.uuid4().hex[:12]
+    path.write_text(identity + "\n")
+    return identity
+
+
 def run_cluster(args: argparse.Namespace) -> int:
     """Start the cluster and supervise it until a signal or a node's death."""
     nodes = args.nodes
@@ -119,6 +133,11 @@ def run_cluster(args: argparse.Namespace) -> int:
             say(problem)
             return 1
     urls = [f"http://{args.host}:{port}" for port in ports]
+    args.cluster_id = "memory"
+    if args.storage == "sqlite":
+        args.cluster_id = cluster_id(Path(args.data_dir), args.fresh)
+        state = "fresh" if args.fresh else "reused if present; --fresh starts empty"
+        say(f"node data in {Path(args.data_dir).resolve()}/node-<id>/paxgos.db ({state})")
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -66,7 +66,8 @@ class NodeHost:
         self._flush_scheduled = False
         self._queue: list[tuple[Ready, Respond | None]] = []
         self._writing = False
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-store")
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-write")
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-read")
         self._clock_zero = time.monotonic()
         self._ticker: PeriodicCallback | None = None
         self.started_at = time.time()
@@ -85,6 +86,7 @@ class NodeHost:
             self._ticker.stop()
         self.transport.close()
         self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
         self.store.close()
 
     # --- inputs -------------------------------------------------------------------------------
@@ -133,12 +135,13 @@ class NodeHost:
         self._waiters.pop(request, None)
 
     async def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
-        """Chosen entries from the store (through the writer thread for a durable store, so
-        reads never race its writes)."""
+        """Chosen entries from the store.  A durable store is read in a thread of its own (its
+        read connection sees committed data only), so a read waits neither for an fsync nor
+        blocks the event loop."""
         if not self.store.durable:
             return self.store.read_chosen(from_slot, limit)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self.store.read_chosen, from_slot, limit)
+        return await loop.run_in_executor(self._reader, self.store.read_chosen, from_slot, limit)
 
     def _tick(self) -> None:
         now = time.monotonic()

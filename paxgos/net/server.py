@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -23,7 +24,7 @@ from paxgos.core import Config, Node
 from paxgos.net.faults import FaultFlags, FaultInjector
 from paxgos.net.handlers import NotFoundHandler, routes
 from paxgos.net.host import NodeHost
-from paxgos.storage import MemoryStore, Store
+from paxgos.storage import MemoryStore, SQLiteStore, StorageError, Store
 
 log = logging.getLogger("paxgos.net")
 
@@ -34,8 +35,10 @@ class NodeOptions:
 
     node_id: int
     urls: list[str]
-    storage: str = "memory"
-    data_dir: str | None = None
+    storage: str = "sqlite"
+    data_dir: str = "paxgos-data"
+    cluster_id: str = "paxgos"
+    fresh: bool = False
     faults: FaultFlags = field(default_factory=FaultFlags)
     request_timeout: float = 5.0
     peer_timeout: float = 1.0
@@ -47,11 +50,25 @@ class StartupError(Exception):
     """The node cannot start (port taken, bad store); a one-line reason for the user."""
 
 
+def store_path(data_dir: str | Path, node_id: int) -> Path:
+    """Where node ``node_id`` keeps its SQLite file under ``data_dir``."""
+    return Path(data_dir) / f"node-{node_id}" / "paxgos.db"
+
+
 def open_store(options: NodeOptions) -> Store:
-    """The node's store, as ``--storage`` asks."""
+    """The node's store, as ``--storage`` asks (``--fresh`` first deletes a SQLite file)."""
     if options.storage == "memory":
         return MemoryStore()
-    raise StartupError(f"unknown storage {options.storage!r}")
+    if options.storage != "sqlite":
+        raise StartupError(f"unknown storage {options.storage!r}")
+    path = store_path(options.data_dir, options.node_id)
+    if options.fresh:
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    try:
+        return SQLiteStore(path, options.cluster_id, options.node_id)
+    except StorageError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def listen(url: str) -> list[socket.socket]:
@@ -73,7 +90,12 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         max_batch=options.max_batch,
     )
     store = open_store(options)
-    node = Node(config, store.load())
+    try:
+        stored = store.load()
+    except StorageError as exc:
+        store.close()
+        raise StartupError(str(exc)) from None
+    node = Node(config, stored)
     host = NodeHost(node, store, options.urls, FaultInjector(options.faults), options.peer_timeout)
     app = tornado.web.Application(
         routes(host, options.request_timeout),
@@ -92,17 +114,19 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     server.add_sockets(sockets)
     host.start()
     role = "leader" if options.node_id == host.node.config.initial_leader else "follower"
-    log.info(
-        "node %d listening on %s (%s, %d nodes, storage %s)",
-        options.node_id,
-        options.urls[options.node_id],
-        role,
-        len(options.urls),
-        type(host.store).__name__,
+    where = (
+        "memory" if options.storage == "memory" else store_path(options.data_dir, options.node_id)
     )
+    log.info(
+        "node %d listening on %s (%s, %d nodes, storage %s, commit index %d)",
+        options.node_id, options.urls[options.node_id], role, len(options.urls), where,
+        host.node.commit,
+    )  # fmt: skip
     if not host.store.durable:
         log.warning(
-            "node %d: in-memory storage: NOT durable, state is lost on exit", options.node_id
+            "node %d: --storage memory is NOT durable: a restarted node forgets its promises "
+            "and accepted values, which can break Paxos safety; use it for demos only",
+            options.node_id,
         )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
