@@ -138,8 +138,11 @@ class Node:
         """The node this one believes leads (itself while running phase 1)."""
         if self.role != FOLLOWER:
             return self.id
-        if self.promised != ZERO:
-            return self.promised.node
+        # The highest ballot seen: the promised one, or one that refused us (which our acceptor
+        # never promised).  Our own ballot, now that we follow, names no leader.
+        top = max(self.promised, self.ballot)
+        if top != ZERO:
+            return top.node if top.node != self.id else None
         return self.config.initial_leader
 
     def status(self) -> dict[str, object]:
@@ -289,10 +292,10 @@ class Node:
         while self.queue:
             request, _ = self.queue.popleft()
             ready.outcomes.append(Rejected(request, "not_leader", leader))
+        self.ballot = max(self.ballot, seen)  # for leader(), and to outbid it next time
         if self.id == self.config.initial_leader:
             # The distinguished proposer keeps its post: outbid (say, by its own pre-restart
             # ballot), it tries again above what it saw, after a pause.
-            self.ballot = max(self.ballot, seen)
             self.recampaign_at = self.now + self.config.recampaign_after
 
     def _on_promise(self, msg: Promise, ready: Ready) -> None:

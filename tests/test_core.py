@@ -1,0 +1,693 @@
+"""Unit and property tests of the pure protocol core (``paxgos.core``).
+
+The core has no I/O, so the tests drive it directly: ``Cluster`` below is a tiny host that keeps
+each node's ``MemoryStore``, applies every ``Ready`` in the order ``paxgos.core.ready`` prescribes
+(persist, response to the sender, messages, outcomes) and carries messages through a deque the
+tests can reorder, drop and duplicate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from hypothesis import HealthCheck, settings
+
+from paxgos.core import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    ZERO,
+    Abandoned,
+    Ballot,
+    Committed,
+    Config,
+    Node,
+    Outcome,
+    Ready,
+    Rejected,
+)
+from paxgos.core.messages import (
+    Accept,
+    Accepted,
+    CatchupReply,
+    CatchupRequest,
+    Learn,
+    Message,
+    Prepare,
+    Promise,
+    Value,
+)
+from paxgos.storage.memory import MemoryStore
+
+PROPERTY = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+Envelope = tuple[int, int, Message]  # (from, to, message)
+
+
+# --- a tiny host ------------------------------------------------------------------------------
+
+
+class ChosenTracker:
+    """Chosen = accepted by a majority of acceptors under one ballot, over the whole history.
+
+    Fed with every acceptance an acceptor persisted; ``chosen`` maps each slot to the set of
+    values chosen there (Paxos safety: never more than one).
+    """
+
+    def __init__(self, nodes: int):
+        self.majority = nodes // 2 + 1
+        self.votes: dict[tuple[int, Ballot, Value], set[int]] = {}
+        self.chosen: dict[int, set[Value]] = {}
+
+    def accepted(self, acceptor: int, slot: int, ballot: Ballot, value: Value) -> None:
+        voters = self.votes.setdefault((slot, ballot, value), set())
+        voters.add(acceptor)
+        if len(voters) >= self.majority:
+            self.chosen.setdefault(slot, set()).add(value)
+
+    def check(self) -> None:
+        for slot, chosen in self.chosen.items():
+            assert len(chosen) == 1, f"slot {slot}: values {chosen} all chosen"
+
+    def value(self, slot: int) -> Value:
+        (value,) = self.chosen[slot]
+        return value
+
+
+@dataclass
+class Cluster:
+    """``n`` nodes, their stores and the network between them."""
+
+    n: int
+    options: dict[str, object] = field(default_factory=dict)
+    campaign: bool = True
+
+    def __post_init__(self) -> None:
+        self.configs = [Config(node_id=i, nodes=self.n, **self.options) for i in range(self.n)]  # type: ignore[arg-type]
+        self.stores = [MemoryStore() for _ in range(self.n)]
+        self.nodes = [Node(c) for c in self.configs]
+        self.net: deque[Envelope] = deque()
+        self.down: set[int] = set()  # nodes that never answer: messages to them are lost
+        self.outcomes: dict[int, list[Outcome]] = {i: [] for i in range(self.n)}
+        self.sent: list[Envelope] = []  # every message ever sent, for inspection
+        self.tracker = ChosenTracker(self.n)
+        self.promised_hi = [ZERO] * self.n
+        self.now = 0.0
+        if self.campaign:
+            self.handle(0, self.nodes[0].campaign())
+            self.run()
+            assert self.nodes[0].role == LEADER
+
+    # the host contract (paxgos.core.ready)
+
+    def handle(self, node: int, ready: Ready, sender: int | None = None) -> None:
+        self.stores[node].apply([ready.persist])
+        for slot, ballot, value in ready.persist.accepted:
+            self.tracker.accepted(node, slot, ballot, value)
+        promised = self.nodes[node].promised
+        assert promised >= self.promised_hi[node], "promise went backwards"
+        assert self.stores[node].promised == promised, "promise not persisted before answering"
+        self.promised_hi[node] = promised
+        if ready.response is not None:
+            assert sender is not None
+            self.send(node, sender, ready.response)
+        for to, msg in ready.messages:
+            self.send(node, to, msg)
+        self.outcomes[node].extend(ready.outcomes)
+
+    def send(self, frm: int, to: int, msg: Message) -> None:
+        self.sent.append((frm, to, msg))
+        self.net.append((frm, to, msg))
+
+    def deliver(self, frm: int, to: int, msg: Message) -> None:
+        if to in self.down:
+            return
+        node = self.nodes[to]
+        if isinstance(msg, CatchupRequest):
+            entries = self.stores[to].read_chosen(msg.from_slot, msg.limit)
+            self.send(to, frm, node.answer_catchup(msg, entries))
+        else:
+            self.handle(to, node.step(msg), frm)
+        self.handle(to, node.flush())  # the end of the host's event-loop turn
+
+    def run(self, steps: int = 10_000, keep: Callable[[Envelope], bool] | None = None) -> None:
+        """Deliver messages until the network is quiet (``keep`` false: drop instead)."""
+        for _ in range(steps):
+            if not self.net:
+                return
+            envelope = self.net.popleft()
+            if keep is None or keep(envelope):
+                self.deliver(*envelope)
+        raise AssertionError("network never went quiet")
+
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        for i, node in enumerate(self.nodes):
+            if i not in self.down:
+                self.handle(i, node.tick(self.now))
+                self.handle(i, node.flush())
+
+    def propose(self, node: int, values: Iterable[int], first_request: int = 1) -> None:
+        for request, value in enumerate(values, first_request):
+            self.handle(node, self.nodes[node].propose(request, value))
+
+    def flush(self, node: int) -> None:
+        self.handle(node, self.nodes[node].flush())
+
+    def restart(self, node: int) -> None:
+        """Crash ``node`` (losing what is in flight to it) and start it from its store."""
+        self.net = deque(e for e in self.net if e[1] != node)
+        self.nodes[node] = Node(self.configs[node], self.stores[node].load())
+
+    # queries
+
+    def committed(self, node: int = 0) -> list[Committed]:
+        return [o for o in self.outcomes[node] if isinstance(o, Committed)]
+
+    def log(self, node: int) -> list[Value]:
+        return list(self.stores[node].chosen)
+
+    def check(self) -> None:
+        """Safety: one value chosen per slot; every learned entry and ack names it."""
+        self.tracker.check()
+        for i in range(self.n):
+            for slot, value in enumerate(self.log(i), 1):
+                assert slot in self.tracker.chosen, f"node {i} learned unchosen slot {slot}"
+                assert value == self.tracker.value(slot), f"node {i} learned a wrong value"
+            for outcome in self.committed(i):
+                assert self.tracker.value(outcome.slot) == outcome.value
+
+
+def of_type(envelopes: Iterable[Envelope], kind: type) -> list[Envelope]:
+    return [e for e in envelopes if isinstance(e[2], kind)]
+
+
+# --- the leader commits -----------------------------------------------------------------------
+
+
+def test_leader_commits_proposals_at_distinct_consecutive_slots() -> None:
+    c = Cluster(3)
+    for request in range(1, 6):
+        c.propose(0, [100 + request], request)
+        c.flush(0)
+        c.run()
+    committed = c.committed()
+    assert [(o.request, o.slot, o.value) for o in committed] == [
+        (r, r, 100 + r) for r in range(1, 6)
+    ]
+    assert c.log(0) == [101, 102, 103, 104, 105]
+    c.tick(0.2)  # the commit index reaches the followers in a Learn
+    c.run()
+    assert c.log(1) == c.log(2) == c.log(0)
+    c.check()
+
+
+def test_proposals_queued_before_one_flush_go_out_in_one_accept() -> None:
+    c = Cluster(3)
+    c.propose(0, [7, 8, 9])
+    assert not c.net  # nothing leaves before the flush
+    ready = c.nodes[0].flush()
+    accepts = [m for _, m in ready.messages if isinstance(m, Accept)]
+    assert len(accepts) == 3  # one Accept, sent to each node (the leader included)
+    assert {(m.first, m.values) for m in accepts} == {(1, (7, 8, 9))}
+    c.handle(0, ready)
+    c.run()
+    assert [o.slot for o in c.committed()] == [1, 2, 3]
+
+
+def test_max_batch_splits_a_long_queue() -> None:
+    c = Cluster(3, {"max_batch": 2})
+    c.propose(0, [1, 2, 3, 4, 5])
+    ready = c.nodes[0].flush()
+    firsts = sorted({(m.first, m.values) for _, m in ready.messages if isinstance(m, Accept)})
+    assert firsts == [(1, (1, 2)), (3, (3, 4)), (5, (5,))]
+
+
+def test_window_bounds_the_rounds_in_flight() -> None:
+    c = Cluster(3, {"window": 2, "max_batch": 1})
+    c.propose(0, [1, 2, 3, 4, 5])
+    c.flush(0)
+    in_flight = {m.first for _, _, m in of_type(c.net, Accept)}
+    assert in_flight == {1, 2}
+    assert len(c.nodes[0].rounds) == 2 and len(c.nodes[0].queue) == 3
+    # Each time a round is chosen, the next turn sends one more; never more than two at once.
+    while c.net:
+        c.deliver(*c.net.popleft())
+        assert len(c.nodes[0].rounds) <= 2
+    assert [o.slot for o in c.committed()] == [1, 2, 3, 4, 5]
+
+
+def test_a_majority_suffices_with_two_of_five_silent() -> None:
+    c = Cluster(5)
+    c.down = {3, 4}
+    c.propose(0, [10, 20, 30])
+    c.flush(0)
+    c.run()
+    assert [(o.slot, o.value) for o in c.committed()] == [(1, 10), (2, 20), (3, 30)]
+    c.check()
+
+
+def test_no_commit_with_three_of_five_silent() -> None:
+    c = Cluster(5)
+    c.down = {2, 3, 4}
+    c.propose(0, [10])
+    c.flush(0)
+    for _ in range(5):
+        c.run()
+        c.tick(0.5)
+    assert c.committed() == []
+    assert c.log(0) == []
+    assert c.nodes[0].role == LEADER  # still trying: the round stays in flight
+    assert len(c.nodes[0].rounds) == 1
+
+
+def test_campaign_needs_a_majority_of_promises() -> None:
+    c = Cluster(5, campaign=False)
+    c.down = {2, 3, 4}
+    c.handle(0, c.nodes[0].campaign())
+    c.run()
+    assert c.nodes[0].role == CANDIDATE
+    c.down = {3, 4}
+    c.tick(0.5)  # the Prepare is resent to those that have not promised
+    c.run()
+    assert c.nodes[0].role == LEADER
+
+
+def test_accepts_are_resent_after_retry_interval_to_those_that_have_not_answered() -> None:
+    c = Cluster(3, {"retry_interval": 0.5, "heartbeat_interval": 10.0})
+    c.propose(0, [42])
+    c.flush(0)
+    c.run(keep=lambda e: e[1] != 1)  # the Accept to node 1 is lost; nodes 0 and 2 accept
+    assert [o.slot for o in c.committed()] == [1]
+    c.propose(0, [43], 2)
+    c.flush(0)
+    c.run(keep=lambda e: e[1] == 0)  # only the leader accepts: the round stays in flight
+    c.sent.clear()
+    c.tick(0.49)
+    assert of_type(c.sent, Accept) == []  # too early
+    c.tick(0.01)
+    resent = of_type(c.sent, Accept)
+    assert sorted(to for _, to, _ in resent) == [1, 2]  # not to the leader, which accepted
+    assert all(m.first == 2 and m.values == (43,) for _, _, m in resent)
+    c.run()
+    assert [o.slot for o in c.committed()] == [1, 2]
+    c.check()
+
+
+def test_candidate_resends_prepare_after_retry_interval() -> None:
+    c = Cluster(3, {"retry_interval": 0.5}, campaign=False)
+    c.handle(0, c.nodes[0].campaign())
+    c.run(keep=lambda e: e[1] == 0)
+    c.sent.clear()
+    c.tick(0.4)
+    assert of_type(c.sent, Prepare) == []
+    c.tick(0.1)
+    assert sorted(to for _, to, _ in of_type(c.sent, Prepare)) == [1, 2]
+    c.run()
+    assert c.nodes[0].role == LEADER
+
+
+# --- clients that reach the wrong node, or too many ------------------------------------------
+
+
+def test_follower_rejects_proposals_with_a_leader_hint() -> None:
+    c = Cluster(3)
+    ready = c.nodes[1].propose(5, 99)
+    assert ready.outcomes == [Rejected(5, "not_leader", 0)]
+    assert not ready.messages and not ready.persist
+    # Before any promise, a fresh follower points at the configured initial leader.
+    fresh = Node(Config(node_id=2, nodes=3, initial_leader=1))
+    assert fresh.propose(1, 1).outcomes == [Rejected(1, "not_leader", 1)]
+
+
+def test_overloaded_queue_rejects() -> None:
+    c = Cluster(3, {"max_queue": 2})
+    c.propose(0, [1, 2, 3, 4])
+    assert c.outcomes[0] == [Rejected(3, "overloaded", 0), Rejected(4, "overloaded", 0)]
+    c.flush(0)
+    c.run()
+    assert [o.request for o in c.committed()] == [1, 2]
+
+
+def test_candidate_queues_proposals_until_it_leads() -> None:
+    c = Cluster(3, campaign=False)
+    c.handle(0, c.nodes[0].campaign())
+    c.propose(0, [5, 6])
+    c.flush(0)
+    assert of_type(c.net, Accept) == []
+    c.run()
+    assert [(o.slot, o.value) for o in c.committed()] == [(1, 5), (2, 6)]
+
+
+# --- learning ---------------------------------------------------------------------------------
+
+
+def test_commit_index_rides_on_the_next_accept_and_learn() -> None:
+    c = Cluster(3, {"heartbeat_interval": 10.0})
+    c.propose(0, [1])
+    c.flush(0)
+    c.run()
+    assert c.log(0) == [1] and c.log(1) == []  # followers do not know yet
+    c.propose(0, [2], 2)
+    c.flush(0)
+    accept = of_type(c.net, Accept)[0][2]
+    assert accept.first == 2 and accept.commit == 1  # piggybacked
+    c.run()
+    assert c.log(1) == c.log(2) == [1]  # applied from the piggybacked index
+    c.tick(0.01)  # the moved commit index goes out alone on the next tick
+    learns = of_type(c.sent, Learn)
+    assert learns and learns[-1][2].commit == 2
+    c.run()
+    assert c.log(1) == c.log(2) == [1, 2]
+    c.check()
+
+
+def test_leader_heartbeats_with_learn_when_idle() -> None:
+    c = Cluster(3, {"heartbeat_interval": 0.1})
+    c.tick(0.05)
+    c.tick(0.01)
+    c.sent.clear()
+    c.tick(0.1)
+    assert sorted(to for _, to, _ in of_type(c.sent, Learn)) == [1, 2]
+
+
+def test_followers_apply_in_slot_order_whatever_order_accepts_arrive_in() -> None:
+    c = Cluster(3, {"max_batch": 1, "window": 8})
+    c.propose(0, [10, 20, 30, 40])
+    c.flush(0)
+    # Deliver each round's Accepts in reverse slot order.
+    accepts = sorted(of_type(c.net, Accept), key=lambda e: -e[2].first)
+    c.net.clear()
+    for envelope in accepts:
+        c.deliver(*envelope)
+    c.run()
+    # Accepted answers reached the leader for slot 4 first, yet it acks in slot order.
+    assert [o.slot for o in c.committed()] == [1, 2, 3, 4]
+    c.tick(0.2)
+    c.run()
+    # MemoryStore.apply refuses an out-of-order chosen slot, so getting here means in order.
+    assert c.log(1) == c.log(2) == [10, 20, 30, 40]
+    c.check()
+
+
+def test_learn_beyond_a_gap_waits_for_catch_up() -> None:
+    node = Node(Config(node_id=1, nodes=3))
+    node.step(Accept(0, Ballot(1, 0), 2, (20,), 0))  # slot 1's Accept was lost
+    ready = node.step(Learn(0, Ballot(1, 0), 2))
+    assert not ready.persist.chosen and node.commit == 0
+    # A Learn from another ballot does not make what we accepted under ours chosen.
+    node2 = Node(Config(node_id=1, nodes=3))
+    node2.step(Accept(0, Ballot(1, 0), 1, (20,), 0))
+    assert not node2.step(Learn(2, Ballot(2, 2), 1)).persist.chosen
+    assert node2.step(Learn(0, Ballot(1, 0), 1)).persist.chosen == [(1, 20)]
+
+
+def test_follower_that_missed_accepts_catches_up() -> None:
+    c = Cluster(3, {"catchup_after": 0.2, "heartbeat_interval": 0.1, "retry_interval": 0.5})
+    c.down = {2}
+    c.propose(0, [1, 2, 3])
+    c.flush(0)
+    c.run()
+    c.propose(0, [4], 4)
+    c.flush(0)
+    c.run()
+    assert c.log(1) == [1, 2, 3] and c.log(2) == []
+    c.down = set()
+    c.tick(0.1)  # a Learn tells node 2 it is behind; it has nothing under that ballot
+    c.run()
+    assert c.nodes[2].known_commit == 4 and c.log(2) == []
+    c.sent.clear()
+    c.tick(0.1)
+    c.run()
+    assert of_type(c.sent, CatchupRequest) == []  # not yet: give in-flight Accepts a moment
+    c.tick(0.1)
+    requests = of_type(c.sent, CatchupRequest)
+    assert [(frm, to, m.from_slot) for frm, to, m in requests] == [(2, 0, 1)]
+    c.run()
+    assert c.log(2) == [1, 2, 3, 4]
+    assert of_type(c.sent, CatchupReply)[0][2].entries == ((1, 1), (2, 2), (3, 3), (4, 4))
+    c.check()
+
+
+def test_catch_up_comes_in_batches() -> None:
+    c = Cluster(3, {"catchup_batch": 2, "catchup_after": 0.0})
+    c.down = {2}
+    c.propose(0, list(range(1, 6)))
+    c.flush(0)
+    c.run()
+    c.tick(0.1)
+    c.run()
+    c.down = set()
+    c.tick(0.1)
+    c.run()
+    c.tick(0.1)
+    c.run()
+    assert c.log(2) == [1, 2, 3, 4, 5]
+    assert len(of_type(c.sent, CatchupRequest)) == 3  # slots 1-2, 3-4, 5
+    c.check()
+
+
+def test_unanswered_catch_up_is_retried() -> None:
+    c = Cluster(3, {"catchup_after": 0.0, "retry_interval": 0.5})
+    c.down = {2}
+    c.propose(0, [1])
+    c.flush(0)
+    c.run()
+    c.tick(0.1)
+    c.down = set()
+    c.run()
+    c.tick(0.1)
+    c.run(keep=lambda e: not isinstance(e[2], CatchupRequest))  # lost
+    c.sent.clear()
+    c.tick(0.4)
+    assert of_type(c.sent, CatchupRequest) == []
+    c.tick(0.1)
+    assert len(of_type(c.sent, CatchupRequest)) == 1
+    c.run()
+    assert c.log(2) == [1]
+
+
+# --- restarts ---------------------------------------------------------------------------------
+
+
+def test_restarted_node_keeps_its_promise_and_accepted_values() -> None:
+    c = Cluster(3)
+    c.propose(0, [7])
+    c.flush(0)
+    c.run(keep=lambda e: not isinstance(e[2], Accepted))  # accepted, never chosen
+    c.handle(1, c.nodes[1].step(Prepare(2, Ballot(5, 2), 1)), 2)
+    c.net.clear()
+    c.restart(1)
+    node = c.nodes[1]
+    assert node.promised == Ballot(5, 2)
+    nack = node.step(Prepare(0, Ballot(4, 0), 1)).response
+    assert isinstance(nack, Promise) and not nack.ok and nack.promised == Ballot(5, 2)
+    refused = node.step(Accept(0, Ballot(4, 0), 1, (8,), 0)).response
+    assert isinstance(refused, Accepted) and not refused.ok and refused.promised == Ballot(5, 2)
+    promise = node.step(Prepare(2, Ballot(6, 2), 1)).response
+    assert isinstance(promise, Promise) and promise.ok
+    assert promise.accepted == ((1, c.nodes[0].ballot, 7),)
+
+
+def test_restarted_node_resumes_its_log() -> None:
+    c = Cluster(3)
+    c.propose(0, [1, 2])
+    c.flush(0)
+    c.run()
+    c.tick(0.2)
+    c.run()
+    c.restart(2)
+    assert c.nodes[2].commit == 2 and c.log(2) == [1, 2]
+    assert c.nodes[2].role == FOLLOWER
+
+
+def test_restarted_candidate_never_reuses_its_ballot() -> None:
+    # Regression (paxgos.core.node, Node._campaign): a candidate must promise its own ballot
+    # in the Ready that sends the Prepares.  Otherwise, if it crashes while its Prepare to
+    # itself is still in flight, it restarts knowing nothing of that ballot, campaigns with the
+    # same one again, and can propose a second value at a slot under one ballot.
+    c = Cluster(3, campaign=False)
+    c.handle(0, c.nodes[0].campaign())
+    first = c.nodes[0].ballot
+    assert c.stores[0].promised == first  # durable before the Prepares left
+    # Node 1 promises and accepts value 1 at slot 1; then node 0 crashes before it hears its
+    # own Prepare.
+    c.run(keep=lambda e: e[1] != 0 or isinstance(e[2], Promise))
+    c.propose(0, [1])
+    c.flush(0)
+    c.run(keep=lambda e: e[1] == 1 and isinstance(e[2], Accept))
+    c.restart(0)
+    c.handle(0, c.nodes[0].campaign())
+    assert c.nodes[0].ballot > first
+    c.run(keep=lambda e: 1 not in e[:2])  # node 1, holding value 1, is cut off
+    c.propose(0, [2], 2)
+    c.flush(0)
+    c.run()
+    c.tick(0.2)
+    c.run()
+    c.check()
+    assert c.log(1) == c.log(0)
+
+
+# --- leadership changes -----------------------------------------------------------------------
+
+
+def test_leader_outbid_abandons_proposed_and_rejects_queued_requests() -> None:
+    c = Cluster(3, {"max_batch": 1, "window": 2})
+    c.propose(0, [10, 20, 30])
+    c.flush(0)  # requests 1 and 2 proposed (slots 1, 2); request 3 queued
+    c.net.clear()
+    c.handle(1, c.nodes[1].campaign())
+    prepare = of_type(c.net, Prepare)[0][2]
+    c.net.clear()
+    c.handle(0, c.nodes[0].step(prepare), 1)
+    assert c.nodes[0].role == FOLLOWER
+    assert c.outcomes[0] == [Abandoned(1, 1), Abandoned(2, 2), Rejected(3, "not_leader", 1)]
+    assert c.nodes[0].rounds == {} and not c.nodes[0].queue
+    # A follower now, it sends nothing when its old rounds would have been due.
+    c.net.clear()
+    c.tick(1.0)
+    assert of_type(c.net, Accept) == []
+
+
+def test_leader_steps_down_on_a_refused_accept() -> None:
+    c = Cluster(3)
+    c.handle(1, c.nodes[1].step(Prepare(2, Ballot(9, 2), 1)), 2)
+    c.handle(2, c.nodes[2].step(Prepare(2, Ballot(9, 2), 1)), 2)
+    c.net.clear()
+    c.propose(0, [5])
+    c.flush(0)
+    c.run(keep=lambda e: e[1] != 2)
+    assert c.nodes[0].role == FOLLOWER
+    assert c.outcomes[0] == [Abandoned(1, 1)]
+    # Regression: it used to name itself (its acceptor never promised the refusing ballot).
+    assert c.nodes[0].propose(2, 6).outcomes == [Rejected(2, "not_leader", 2)]
+    assert c.nodes[0].leader() == 2
+
+
+def test_candidate_refused_by_a_higher_promise_steps_down() -> None:
+    c = Cluster(3, campaign=False)
+    c.handle(1, c.nodes[1].step(Prepare(2, Ballot(9, 2), 1)), 2)
+    c.net.clear()
+    c.handle(1, c.nodes[1].campaign())  # it had promised (9, 2): it bids (10, 1)
+    assert c.nodes[1].ballot == Ballot(10, 1)
+    c.handle(2, c.nodes[2].step(Prepare(2, Ballot(11, 2), 1)), 2)
+    c.net.clear()
+    c.handle(1, c.nodes[1].step(Promise(2, Ballot(10, 1), False, Ballot(11, 2), 0)))
+    assert c.nodes[1].role == FOLLOWER
+    assert c.nodes[1].leader() == 2  # the refusing ballot's owner, not itself
+    c.handle(1, c.nodes[1].campaign())
+    assert c.nodes[1].ballot == Ballot(12, 1)  # above what refused it
+
+
+def test_restarted_follower_does_not_name_itself_leader() -> None:
+    c = Cluster(3, campaign=False)
+    c.handle(1, c.nodes[1].campaign())
+    c.restart(1)  # it promised its own ballot, then crashed
+    assert c.nodes[1].role == FOLLOWER
+    assert c.nodes[1].leader() is None
+    assert c.nodes[1].propose(1, 1).outcomes == [Rejected(1, "not_leader", None)]
+
+
+def test_initial_leader_campaigns_again_after_losing_leadership() -> None:
+    c = Cluster(3, {"recampaign_after": 0.3})
+    c.handle(1, c.nodes[1].campaign())
+    c.run()
+    assert c.nodes[1].role == LEADER and c.nodes[0].role == FOLLOWER
+    outbidding = c.nodes[1].ballot
+    c.tick(0.2)
+    c.run()
+    assert c.nodes[0].role == FOLLOWER
+    c.tick(0.2)
+    c.run()
+    assert c.nodes[0].role == LEADER and c.nodes[1].role == FOLLOWER
+    assert c.nodes[0].ballot > outbidding
+    c.tick(1.0)  # node 1 is not the initial leader: it stays a follower
+    c.run()
+    assert c.nodes[1].role == FOLLOWER
+
+
+def test_new_leader_learns_chosen_prefix_by_catch_up_before_leading() -> None:
+    c = Cluster(3)
+    c.propose(0, [1, 2, 3])
+    c.flush(0)
+    c.run(keep=lambda e: e[1] != 2)
+    c.tick(0.2)
+    c.run(keep=lambda e: e[1] != 2)  # node 1 knows slots 1-3 are chosen, node 2 nothing
+    assert c.log(1) == [1, 2, 3]
+    c.handle(2, c.nodes[2].campaign())
+    c.run()
+    assert c.nodes[2].role == LEADER and c.log(2) == [1, 2, 3]
+    c.propose(2, [4])
+    c.flush(2)
+    c.run()
+    assert [(o.slot, o.value) for o in c.committed(2)] == [(4, 4)]
+    c.check()
+
+
+# --- duplicates and reordering ----------------------------------------------------------------
+
+
+def test_duplicate_accepted_answers_are_counted_once() -> None:
+    c = Cluster(5)
+    c.propose(0, [7])
+    c.flush(0)
+    accepts = {to: e for e in of_type(c.net, Accept) for to in [e[1]]}
+    c.net.clear()
+    c.deliver(*accepts[0])
+    c.deliver(*accepts[1])
+    answers = list(c.net)
+    c.net.clear()
+    for envelope in answers * 3:  # the leader's and node 1's answers, three times each
+        c.deliver(*envelope)
+    assert c.committed() == []  # two distinct acceptors are not a majority of five
+    c.deliver(*accepts[2])
+    c.run()
+    assert [o.slot for o in c.committed()] == [1]
+    for envelope in answers:  # late duplicates after the round is chosen change nothing
+        c.deliver(*envelope)
+    assert len(c.committed()) == 1
+    c.check()
+
+
+def test_duplicate_and_stale_messages_are_harmless() -> None:
+    c = Cluster(3, {"max_batch": 1})
+    c.propose(0, [1, 2])
+    c.flush(0)
+    c.run()
+    old = list(c.sent)
+    c.handle(1, c.nodes[1].campaign())
+    c.run()
+    assert c.nodes[1].role == LEADER
+    for envelope in old:  # replay the whole history of the old ballot
+        c.deliver(*envelope)
+    c.run()
+    assert c.nodes[1].role == LEADER
+    c.propose(1, [3])
+    c.flush(1)
+    c.run()
+    c.tick(0.2)
+    c.run()
+    assert c.log(0) == c.log(1) == c.log(2) == [1, 2, 3]
+    c.check()
+
+
+def test_accepted_for_an_unknown_round_is_ignored() -> None:
+    c = Cluster(3)
+    c.propose(0, [1, 2])
+    c.flush(0)
+    ballot = c.nodes[0].ballot
+    for msg in [
+        Accepted(1, ballot, 1, 1, True, ballot),  # wrong count
+        Accepted(1, ballot, 2, 1, True, ballot),  # no round starts there
+        Accepted(1, Ballot(0, 0), 1, 2, True, ballot),  # another ballot
+    ]:
+        for sender in (1, 2):
+            c.handle(0, c.nodes[0].step(replace(msg, sender=sender)))
+    assert c.committed() == []
