@@ -57,6 +57,13 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "--fresh", action="store_true", help="delete existing node data and start empty"
     )
     parser.add_argument(
+        "--db-max-pages",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fault injection: cap the SQLite file at N pages to simulate a full disk",
+    )
+    parser.add_argument(
         "--failure-rate",
         type=percent,
         default=0.0,
@@ -113,6 +120,7 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         data_dir=args.data_dir,
         cluster_id=args.cluster_id,
         fresh=args.fresh,
+        db_max_pages=args.db_max_pages,
         faults=FaultFlags(args.failure_rate, args.timeout, args.endpoint_random_cap),
         request_timeout=args.request_timeout,
         peer_timeout=args.peer_timeout,
@@ -146,6 +154,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
     words += ["--data-dir", args.data_dir, "--cluster-id", args.cluster_id]
     if args.fresh:
         words.append("--fresh")
+    if args.db_max_pages is not None:
+        words += ["--db-max-pages", str(args.db_max_pages)]
     return words
 
 

@@ -39,6 +39,7 @@ class NodeOptions:
     data_dir: str = "paxgos-data"
     cluster_id: str = "paxgos"
     fresh: bool = False
+    db_max_pages: int | None = None
     faults: FaultFlags = field(default_factory=FaultFlags)
     request_timeout: float = 5.0
     peer_timeout: float = 1.0
@@ -66,7 +67,9 @@ def open_store(options: NodeOptions) -> Store:
         for suffix in ("", "-wal", "-shm", ".lock"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     try:
-        return SQLiteStore(path, options.cluster_id, options.node_id)
+        return SQLiteStore(
+            path, options.cluster_id, options.node_id, max_pages=options.db_max_pages
+        )
     except StorageError as exc:
         raise StartupError(str(exc)) from None
 

@@ -105,6 +105,7 @@ class SQLiteStore(Store):
         node_id: int,
         *,
         quick_check: bool = True,
+        max_pages: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.cluster_id = cluster_id
@@ -117,6 +118,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._commit = 0
+        self._max_pages = max_pages  # fault injection: a tiny "disk" that fills up
         try:
             self._open(quick_check)
         except BaseException:
@@ -197,6 +199,8 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA fullfsync = ON")  # macOS: F_FULLFSYNC, a real flush; else no-op
         conn.execute("PRAGMA checkpoint_fullfsync = ON")
+        if self._max_pages is not None:
+            conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
 
     def _quick_check(self) -> None:
         assert self._conn is not None
