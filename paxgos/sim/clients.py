@@ -107,7 +107,7 @@ class Clients:
 
     def failed(self, cid: int, requests: list[int]) -> None:
         """The connection to the node broke (it was down, or crashed): the requests' fate is
-        unknown; the client tries the initial leader next."""
+        unknown; the client tries the initial leader next, after a back-off."""
         client = self.clients[cid]
         mine = False
         for request in requests:
@@ -117,7 +117,7 @@ class Clients:
                 mine = True
         if mine:
             client.target = self.leader
-            self._next(client, 5_000, 50_000)
+            self._next(client, 20_000, 150_000)
 
     def timeout(self, cid: int, attempt: int) -> None:
         client = self.clients[cid]

@@ -16,7 +16,7 @@ class SimOptions:
 
     #: Simulated events (message deliveries, ticks, client proposals) before faults stop and the
     #: liveness phase begins.
-    steps: int = 2000
+    steps: int = 3000
     nodes: int = 3
     clients: int = 3
     #: Probability that a message between two nodes is lost.
