@@ -12,7 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from paxgos.core import (
     CANDIDATE,
@@ -28,6 +29,7 @@ from paxgos.core import (
     Ready,
     Rejected,
 )
+from paxgos.core.acceptor import Acceptor
 from paxgos.core.messages import (
     Accept,
     Accepted,
@@ -39,6 +41,7 @@ from paxgos.core.messages import (
     Promise,
     Value,
 )
+from paxgos.core.ready import Persist
 from paxgos.storage.memory import MemoryStore
 
 PROPERTY = settings(
@@ -631,6 +634,30 @@ def test_new_leader_learns_chosen_prefix_by_catch_up_before_leading() -> None:
     c.check()
 
 
+def test_leader_that_campaigns_again_drops_its_old_rounds() -> None:
+    # Regression (paxgos.core.node, Node._campaign): a leader that ran phase 1 again kept its
+    # old rounds and resent them on tick under the new ballot, while new batches reused those
+    # slots: slot 3 got two values under one ballot and both were chosen.  Its old requests
+    # were also never answered.
+    c = Cluster(3, {"max_batch": 2})
+    c.propose(0, [1, 2, 3])
+    c.flush(0)  # rounds at slots 1-2 and 3; every Accept is lost
+    c.net.clear()
+    c.handle(0, c.nodes[0].campaign())
+    c.run(keep=lambda e: not isinstance(e[2], Accept))
+    assert c.nodes[0].role == LEADER and c.nodes[0].rounds == {}
+    assert c.outcomes[0] == [Abandoned(1, 1), Abandoned(2, 2), Abandoned(3, 3)]
+    c.propose(0, [4], 4)
+    c.flush(0)
+    c.propose(0, [5, 6], 5)
+    c.flush(0)
+    c.run(keep=lambda e: e[1] != 2)
+    c.tick(0.6)
+    c.run()
+    c.check()
+    assert [(o.slot, o.value) for o in c.committed()] == [(1, 4), (2, 5), (3, 6)]
+
+
 # --- duplicates and reordering ----------------------------------------------------------------
 
 
@@ -691,3 +718,233 @@ def test_accepted_for_an_unknown_round_is_ignored() -> None:
         for sender in (1, 2):
             c.handle(0, c.nodes[0].step(replace(msg, sender=sender)))
     assert c.committed() == []
+
+
+# --- property: one value per slot, at the acceptor level -------------------------------------
+
+
+@dataclass
+class TextbookProposer:
+    """A textbook single-decree-per-slot Paxos proposer, driving bare ``Acceptor`` objects."""
+
+    id: int
+    ballot: Ballot
+    values: tuple[int, ...]  # what it would like at slots 1, 2, ...
+    promises: dict[int, Promise] = field(default_factory=dict)
+    accepting: bool = False
+
+    def prepare(self, acceptors: int) -> list[Envelope]:
+        msg = Prepare(self.id, self.ballot, 1)
+        return [(self.id, to, msg) for to in range(acceptors)]
+
+    def on_promise(self, msg: Promise, acceptors: int) -> list[Envelope]:
+        if not msg.ok or msg.ballot != self.ballot or self.accepting:
+            return []
+        self.promises[msg.sender] = msg
+        if len(self.promises) < acceptors // 2 + 1:
+            return []
+        self.accepting = True
+        values: list[Value] = []
+        for slot, own in enumerate(self.values, 1):
+            seen = [(b, v) for p in self.promises.values() for s, b, v in p.accepted if s == slot]
+            values.append(max(seen)[1] if seen else own)
+        accept = Accept(self.id, self.ballot, 1, tuple(values), 0)
+        return [(self.id, to, accept) for to in range(acceptors)]
+
+
+@PROPERTY
+@given(st.data())
+def test_acceptors_never_let_two_values_be_chosen(data: st.DataObject) -> None:
+    n = data.draw(st.sampled_from([3, 5]), "acceptors")
+    count = data.draw(st.integers(2, 3), "proposers")
+    slots = data.draw(st.integers(1, 3), "slots")
+    rounds = data.draw(st.lists(st.integers(1, 4), min_size=count, max_size=count), "rounds")
+    acceptors = [Acceptor(i, ZERO, {}) for i in range(n)]
+    proposers = {
+        100 + j: TextbookProposer(
+            100 + j, Ballot(r, 100 + j), tuple(1000 * (j + 1) + s for s in range(slots))
+        )
+        for j, r in enumerate(rounds)
+    }
+    tracker = ChosenTracker(n)
+    pool: list[Envelope] = [e for p in proposers.values() for e in p.prepare(n)]
+    retries = 0
+    for _ in range(200):
+        if not pool:
+            break
+        action = data.draw(st.sampled_from(["deliver"] * 4 + ["drop", "duplicate", "retry"]))
+        if action == "retry" and retries < 3:
+            # A proposer gives up on its ballot and tries again above every ballot it knows.
+            retries += 1
+            p = proposers[data.draw(st.sampled_from(sorted(proposers)))]
+            top = max(max(a.promised for a in acceptors), max(q.ballot for q in proposers.values()))
+            p.ballot, p.promises, p.accepting = top.next_for(p.id), {}, False
+            pool.extend(p.prepare(n))
+            continue
+        index = data.draw(st.integers(0, len(pool) - 1))
+        envelope = pool[index] if action == "duplicate" else pool.pop(index)
+        if action == "drop":
+            continue
+        frm, to, msg = envelope
+        if to in proposers:
+            if isinstance(msg, Promise):
+                pool.extend(proposers[to].on_promise(msg, n))
+            continue
+        acceptor = acceptors[to]
+        before = acceptor.promised
+        persist = Persist()
+        if isinstance(msg, Prepare):
+            answer: Message = acceptor.on_prepare(msg, 0, persist)
+            assert answer.ok == (msg.ballot >= before)
+            if answer.ok:  # it reports everything it accepted
+                assert list(answer.accepted) == [
+                    (s, b, v) for s, (b, v) in sorted(acceptor.accepted.items())
+                ]
+        else:
+            assert isinstance(msg, Accept)
+            answer = acceptor.on_accept(msg, 0, persist)
+            assert answer.ok == (msg.ballot >= before)
+            if answer.ok:
+                for slot, value in enumerate(msg.values, msg.first):
+                    tracker.accepted(to, slot, msg.ballot, value)
+                    assert acceptor.accepted[slot] == (msg.ballot, value)
+        assert acceptor.promised >= before, "promise went backwards"
+        assert persist.promised == (acceptor.promised if acceptor.promised != before else None)
+        tracker.check()
+        pool.append((to, frm, answer))
+    ballots = {b for (_, b, _), voters in tracker.votes.items() if len(voters) >= tracker.majority}
+    event(f"chosen under {min(len(ballots), 2)} ballot(s)")
+
+
+# --- property: one value per slot, at the node level ----------------------------------------
+
+
+@PROPERTY
+@given(st.data())
+def test_competing_nodes_never_choose_two_values(data: st.DataObject) -> None:
+    n = data.draw(st.sampled_from([3, 5]), "nodes")
+    c = Cluster(n, {"max_batch": 2, "window": 2}, campaign=False)
+    c.handle(0, c.nodes[0].campaign())
+    request = 0
+    budget = {"campaign": 4, "restart": 2}
+    actions = ["deliver"] * 8 + ["drop", "duplicate", "campaign", "propose", "propose", "tick"]
+    actions += ["restart"]
+    for _ in range(150):
+        action = data.draw(st.sampled_from(actions))
+        if action in budget:
+            if not budget[action]:
+                continue
+            budget[action] -= 1
+        if action == "campaign":
+            who = data.draw(st.integers(0, n - 1))
+            c.handle(who, c.nodes[who].campaign())
+        elif action == "propose":
+            who = data.draw(st.integers(0, n - 1))
+            request += 1
+            c.handle(who, c.nodes[who].propose(request, 1000 + request))
+            c.flush(who)
+        elif action == "tick":
+            c.tick(data.draw(st.sampled_from([0.1, 0.3, 0.6])))
+        elif action == "restart":
+            c.restart(data.draw(st.integers(0, n - 1)))
+        elif c.net:
+            index = data.draw(st.integers(0, len(c.net) - 1))
+            envelope = c.net[index]
+            if action != "duplicate":
+                del c.net[index]
+            if action != "drop":
+                c.deliver(*envelope)
+        c.check()
+        # A client value is proposed once, so it may be chosen at one slot at most.
+        chosen = [v for values in c.tracker.chosen.values() for v in values if v is not None]
+        assert len(chosen) == len(set(chosen)), "a value chosen at two slots"
+    event(f"{len(c.tracker.chosen)} slots chosen" if c.tracker.chosen else "nothing chosen")
+    event(f"{len({b for (_, b, _) in c.tracker.votes})} ballots accepted under")
+
+
+# --- property: a new leader re-proposes what may have been chosen ----------------------------
+
+
+@PROPERTY
+@given(st.data())
+def test_new_leader_reproposes_the_highest_accepted_value(data: st.DataObject) -> None:
+    n = data.draw(st.sampled_from([3, 5]), "nodes")
+    majority = n // 2 + 1
+    nodes = list(range(n))
+    c = Cluster(n, {"max_batch": 2})
+    leader = 0
+    request = 0
+    for _generation in range(data.draw(st.integers(1, 3), "generations")):
+        # The leader proposes a few fresh values; some acceptors get the Accepts, some not.
+        for _ in range(data.draw(st.integers(0, 3), "proposals")):
+            request += 1
+            c.handle(leader, c.nodes[leader].propose(request, 1000 + request))
+        c.flush(leader)
+        accepts = of_type(c.net, Accept)
+        c.net.clear()
+        reached = data.draw(st.sets(st.sampled_from(nodes)), "accepted by")
+        for envelope in accepts:
+            if envelope[1] in reached:
+                c.deliver(*envelope)
+        if data.draw(st.booleans(), "answers reach the leader"):
+            c.run(keep=lambda e: isinstance(e[2], Accepted))
+        c.net.clear()
+        # Another node (or the same one) takes over through a majority of promises.
+        new = data.draw(st.sampled_from(nodes), "new leader")
+        quorum = data.draw(st.sets(st.sampled_from(nodes), min_size=majority), "promise quorum")
+        snapshot = {i: dict(c.nodes[i].acceptor.accepted) for i in nodes}
+        promisers: set[int] = set()
+        held: list[Envelope] = []
+        for _attempt in range(4):  # a refused candidate tries again above what refused it
+            c.handle(new, c.nodes[new].campaign())
+            while c.net:
+                frm, to, msg = envelope = c.net.popleft()
+                if isinstance(msg, Prepare) and to not in quorum:
+                    continue  # lost
+                if isinstance(msg, Accept | Learn):
+                    held.append(envelope)
+                    continue
+                was_candidate = c.nodes[new].role == CANDIDATE
+                if was_candidate and isinstance(msg, Promise) and msg.ok:
+                    if msg.ballot == c.nodes[new].ballot:
+                        promisers.add(msg.sender)
+                c.deliver(*envelope)
+            if c.nodes[new].role == LEADER:
+                break
+            promisers.clear()
+            held.clear()
+        node = c.nodes[new]
+        assert node.role == LEADER
+        assert len(promisers) >= majority
+        # What it re-proposed: every Accept it sent on taking over.
+        proposed: dict[int, Value] = {}
+        for _, _, msg in held:
+            if isinstance(msg, Accept) and msg.ballot == node.ballot:
+                for slot, value in enumerate(msg.values, msg.first):
+                    proposed[slot] = value
+        # Per slot above its commit index: the value of the highest ballot among its promise
+        # quorum's accepted values, or a no-op in a hole.
+        highest: dict[int, tuple[Ballot, Value]] = {}
+        for i in promisers:
+            for slot, entry in snapshot[i].items():
+                if slot > node.commit and (slot not in highest or entry[0] > highest[slot][0]):
+                    highest[slot] = entry
+        top = max(highest, default=node.commit)
+        holes = range(node.commit + 1, top + 1)
+        expected = {s: highest[s][1] if s in highest else None for s in holes}
+        assert proposed == expected
+        # A value a majority accepted under one ballot is never replaced.
+        for (slot, _ballot, value), voters in c.tracker.votes.items():
+            if len(voters) >= majority:
+                if slot > node.commit:
+                    assert proposed[slot] == value
+                else:
+                    assert c.log(new)[slot - 1] == value
+        c.net = deque(held)
+        leader = new
+        c.check()
+    c.run()
+    c.tick(0.2)
+    c.run()
+    c.check()
+    event(f"holes: {sum(v is None for v in c.log(leader)) > 0}")

@@ -272,6 +272,13 @@ class Node:
         self.promises = {}
         self.awaiting_commit = 0
         self.prepare_sent_at = self.now
+        # Campaigning again while leading: phase 1 decides the in-flight slots afresh, so the old
+        # rounds must never be resent under the new ballot (a slot could get two values under
+        # it), and their clients learn their fate is unknown.
+        self.rounds.clear()
+        for slot, request in sorted(self.requests.items()):
+            ready.outcomes.append(Abandoned(request, slot))
+        self.requests.clear()
         log.debug("node %d: prepare ballot %s from slot %d", self.id, self.ballot, self.commit + 1)
         prepare = Prepare(self.id, self.ballot, self.commit + 1)
         ready.messages.extend((p, prepare) for p in self._all())
