@@ -17,7 +17,7 @@ from typing import Any
 
 import tornado.web
 
-from paxgos.core import FOLLOWER, Abandoned, Committed, Outcome, Rejected
+from paxgos.core import FOLLOWER
 from paxgos.core.messages import (
     INT64_MAX,
     INT64_MIN,
@@ -29,7 +29,8 @@ from paxgos.core.messages import (
     decode,
     encode,
 )
-from paxgos.net.host import NodeHost, StorageFailed
+from paxgos.net.answers import Answer, StorageFailed, error, not_leader, outcome_answer
+from paxgos.net.host import NodeHost
 
 #: Largest page of ``GET /`` and largest ``/autopropose`` batch.
 MAX_PAGE = 10_000
@@ -46,30 +47,16 @@ class ClientError(tornado.web.HTTPError):
 
     def __init__(self, status: int, message: str):
         super().__init__(status)
-        self.message = " ".join(message.split())
-
-
-def parse_int64(raw: str) -> int:
-    """``raw`` as a signed 64-bit integer, or ``HTTPError(400)`` with the reason."""
-    if raw == "":
-        raise ClientError(400, "missing value: use /propose/<64-bit integer>")
-    if len(raw) > 40 or not _INT.fullmatch(raw):
-        raise ClientError(400, f"value {raw[:40]!r} is not an integer")
-    value = int(raw)
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise ClientError(400, f"value {raw} is outside the signed 64-bit range")
-    return value
+        self.message = message
 
 
 class BaseHandler(tornado.web.RequestHandler):
     """Shared plumbing: the host, content negotiation and one-line errors."""
 
     host: NodeHost
-    request_timeout: float
 
-    def initialize(self, host: NodeHost, request_timeout: float = 5.0) -> None:
+    def initialize(self, host: NodeHost) -> None:
         self.host = host
-        self.request_timeout = request_timeout
 
     def compute_etag(self) -> None:
         return None  # answers are never cached; hashing every body costs throughput
@@ -93,15 +80,15 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def fail(self, status: int, message: str, retry_after: int | None = None) -> None:
         """Finish with ``status`` and a one-line ``message``."""
-        self.set_status(status)
-        if retry_after is not None:
-            self.set_header("Retry-After", str(retry_after))
-        if self.wants_json():
-            self.send_json({"error": message})
-        else:
-            self.set_header("Content-Type", "text/plain; charset=utf-8")
-            self.write(f"error: {message}\n")
-        self.finish()
+        self.respond(error(status, message, retry_after))
+
+    def respond(self, answer: Answer) -> None:
+        """Finish with ``answer`` (see ``paxgos.net.answers``)."""
+        as_json = self.wants_json()
+        self.set_status(answer.status)
+        for name, value in answer.headers(as_json).items():
+            self.set_header(name, value)
+        self.finish(answer.body(as_json))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -119,13 +106,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def redirect_to_leader(self) -> None:
         """307 to the leader this node knows of, or 503 when it knows none."""
-        node = self.host.node
-        leader = node.leader()
-        if leader is None or leader == node.id:
-            self.fail(503, "no leader is known right now; retry shortly", retry_after=1)
-            return
-        self.set_header("Location", self.host.urls[leader] + self.request.uri)
-        self.fail(307, f"node {node.id} is not the leader; ask node {leader}")
+        self.respond(not_leader(self.host, self.request.uri or "/"))
 
 
 class NotFoundHandler(BaseHandler):
@@ -136,58 +117,6 @@ class NotFoundHandler(BaseHandler):
 
 
 # --- client API ---------------------------------------------------------------------------------
-
-
-def commit_line(outcome: Committed) -> str:
-    return f"CommandID: {outcome.slot}, Value {outcome.value}"
-
-
-class ProposeHandler(BaseHandler):
-    """``GET /propose/<int>``: commit one value; answers once it is chosen."""
-
-    async def get(self, raw: str) -> None:
-        value = parse_int64(raw)
-        if self.host.failed:
-            self.fail(503, self.host.failed, retry_after=5)
-            return
-        if self.host.node.role == FOLLOWER:
-            self.redirect_to_leader()
-            return
-        request, future = self.host.propose(value, self.request_timeout)
-        try:
-            outcome = await future
-        except TimeoutError:
-            self.fail(
-                504,
-                f"no majority answered within {self.request_timeout:g}s; outcome unknown: "
-                "the value may still be chosen",
-            )
-            return
-        except StorageFailed as exc:
-            self.fail(503, f"{exc}; outcome unknown", retry_after=5)
-            return
-        finally:
-            self.host.forget(request)
-        self.answer(outcome)
-
-    def answer(self, outcome: Outcome) -> None:
-        if isinstance(outcome, Committed):
-            if self.wants_json():
-                self.send_json({"command_id": outcome.slot, "value": outcome.value})
-            else:
-                self.write(commit_line(outcome) + "\n")
-        elif isinstance(outcome, Rejected) and outcome.reason == "overloaded":
-            self.fail(503, "leader overloaded: too many proposals queued", retry_after=1)
-        elif isinstance(outcome, Rejected):
-            self.redirect_to_leader()
-        else:
-            assert isinstance(outcome, Abandoned)
-            self.fail(
-                503,
-                f"leadership lost while slot {outcome.slot} was in flight; outcome unknown: "
-                "the value may still be chosen",
-                retry_after=1,
-            )
 
 
 class AutoProposeHandler(BaseHandler):
@@ -206,57 +135,24 @@ class AutoProposeHandler(BaseHandler):
         self.set_header(
             "Content-Type", "application/x-ndjson" if as_json else "text/plain; charset=utf-8"
         )
-        proposals = [
-            self.host.propose(random.randint(INT64_MIN, INT64_MAX), self.request_timeout)
-            for _ in range(count)
-        ]
-        deadline = time.monotonic() + self.request_timeout
-        pending = {future for _, future in proposals}
+        proposals = [self.host.propose(random.randint(INT64_MIN, INT64_MAX)) for _ in range(count)]
+        by_future = {future: request for request, future in proposals}
+        pending = set(by_future)
         try:
+            # Every future completes: with an outcome, or with TimeoutError from the host's
+            # deadline sweep after --request-timeout.
             while pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                done, pending = await asyncio.wait(
-                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                for future in sorted(done, key=lambda f: _slot_of(f)):
-                    self.write(_stream_line(future, as_json))
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                answers = [
+                    outcome_answer(self.host, f.exception() or f.result(), self.request.uri or "")
+                    for f in done
+                ]
+                for answer in sorted(answers, key=lambda a: a.command_id or 0):
+                    self.write(answer.body(as_json))
                 await self.flush()
-            for _ in pending:
-                self.write(
-                    _line(
-                        as_json, error="timed out; outcome unknown: the value may still be chosen"
-                    )
-                )
         finally:
-            for request, _ in proposals:
+            for request in by_future.values():
                 self.host.forget(request)
-
-
-def _slot_of(future: asyncio.Future[Outcome]) -> int:
-    if future.exception() is None and isinstance(future.result(), Committed | Abandoned):
-        return future.result().slot  # type: ignore[union-attr]
-    return 0
-
-
-def _line(as_json: bool, **fields: Any) -> str:
-    if as_json:
-        return json.dumps(fields) + "\n"
-    if "error" in fields:
-        return f"error: {fields['error']}\n"
-    return f"CommandID: {fields['command_id']}, Value {fields['value']}\n"
-
-
-def _stream_line(future: asyncio.Future[Outcome], as_json: bool) -> str:
-    if future.exception() is not None:
-        return _line(as_json, error=f"{future.exception()}; outcome unknown")
-    outcome = future.result()
-    if isinstance(outcome, Committed):
-        return _line(as_json, command_id=outcome.slot, value=outcome.value)
-    if isinstance(outcome, Rejected):
-        return _line(as_json, error=f"not proposed: {outcome.reason}")
-    return _line(as_json, error="leadership lost; outcome unknown")
 
 
 class HistoryHandler(BaseHandler):
@@ -265,7 +161,7 @@ class HistoryHandler(BaseHandler):
     async def get(self) -> None:
         start = self.int_arg("from", 1, 1, INT64_MAX)
         limit = self.int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        commit = self.host.node.commit
+        commit = self.host.store.commit_index()  # what the log holds, as the reads see it
         entries = await self.host.read_chosen(start, limit) if start <= commit else []
         last = entries[-1][0] if entries else start - 1
         following = last + 1 if entries and len(entries) == limit else None
@@ -297,6 +193,10 @@ class StatusHandler(BaseHandler):
         status = host.node.status()
         leader = status["leader"]
         status.update(
+            # The log as ``/`` lists it; the core may know a few more slots chosen whose
+            # write is still on its way to disk.
+            commit_index=host.store.commit_index(),
+            chosen_in_memory=host.node.commit,
             url=host.urls[host.node.id],
             leader_url=host.urls[leader] if isinstance(leader, int) else None,
             peers=[u for i, u in enumerate(host.urls) if i != host.node.id],
@@ -386,13 +286,12 @@ class FaultHandler(BaseHandler):
         self.send_json(faults.state())
 
 
-def routes(host: NodeHost, request_timeout: float) -> list[Any]:
+def routes(host: NodeHost) -> list[Any]:
     """The URL map of one node."""
-    client = {"host": host, "request_timeout": request_timeout}
+    client = {"host": host}
     return [
         (r"/", HistoryHandler, client),
         (r"/status", StatusHandler, client),
-        (r"/propose/?(.*)", ProposeHandler, client),
         (r"/autopropose", AutoProposeHandler, client),
         (r"/prepare", ProtocolHandler, {"host": host, "message_type": Prepare}),
         (r"/accept", ProtocolHandler, {"host": host, "message_type": Accept}),

@@ -26,6 +26,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from paxgos.core import Node, Outcome, Ready
 from paxgos.core.messages import ChosenEntry, Message
+from paxgos.net.answers import StorageFailed
 from paxgos.net.faults import FaultInjector
 from paxgos.net.transport import Transport
 from paxgos.storage import Store
@@ -34,10 +35,6 @@ log = logging.getLogger("paxgos.net")
 
 Respond = Callable[[Any], None]
 """Called with the Ready's response message (or ``None``), or with an exception on failure."""
-
-
-class StorageFailed(Exception):
-    """The node's store failed a write; the node serves nothing until restarted."""
 
 
 class NodeHost:
@@ -50,6 +47,7 @@ class NodeHost:
         store: Store,
         urls: list[str],
         faults: FaultInjector,
+        request_timeout: float = 5.0,
         peer_timeout: float = 1.0,
         tick_interval: float = 0.02,
     ):
@@ -57,6 +55,7 @@ class NodeHost:
         self.store = store
         self.urls = urls
         self.faults = faults
+        self.request_timeout = request_timeout
         self.tick_interval = tick_interval
         self.transport = Transport(self, urls, peer_timeout)
         self.failed: str | None = None
@@ -116,9 +115,9 @@ class NodeHost:
             self.input(self.node.step(msg), respond)
         return future
 
-    def propose(self, value: int, timeout: float) -> tuple[int, asyncio.Future[Outcome]]:
+    def propose(self, value: int) -> tuple[int, asyncio.Future[Outcome]]:
         """Ask the core to commit ``value``; the future completes with the request's outcome,
-        or with ``TimeoutError`` after ``timeout`` seconds (the outcome is then unknown)."""
+        or with ``TimeoutError`` after ``request_timeout`` seconds (outcome unknown)."""
         request = next(self._request_ids)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self.failed:
@@ -126,7 +125,7 @@ class NodeHost:
             return request, future
         self._waiters[request] = future
         # One timer per request would cost more than the request; the tick sweeps deadlines.
-        self._deadlines.append((time.monotonic() + timeout, request))
+        self._deadlines.append((time.monotonic() + self.request_timeout, request))
         self.input(self.node.propose(request, value))
         return request, future
 

@@ -24,6 +24,7 @@ from paxgos.core import Config, Node
 from paxgos.net.faults import FaultFlags, FaultInjector
 from paxgos.net.handlers import NotFoundHandler, routes
 from paxgos.net.host import NodeHost
+from paxgos.net.propose import NodeDelegate
 from paxgos.storage import MemoryStore, SQLiteStore, StorageError, Store
 
 log = logging.getLogger("paxgos.net")
@@ -99,9 +100,16 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         store.close()
         raise StartupError(str(exc)) from None
     node = Node(config, stored)
-    host = NodeHost(node, store, options.urls, FaultInjector(options.faults), options.peer_timeout)
+    host = NodeHost(
+        node,
+        store,
+        options.urls,
+        FaultInjector(options.faults),
+        request_timeout=options.request_timeout,
+        peer_timeout=options.peer_timeout,
+    )
     app = tornado.web.Application(
-        routes(host, options.request_timeout),
+        routes(host),
         default_handler_class=NotFoundHandler,
         default_handler_args={"host": host},
     )
@@ -113,7 +121,7 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     process is gone), then stop cleanly."""
     sockets = listen(options.urls[options.node_id])
     host, app = build(options)
-    server = HTTPServer(app)
+    server = HTTPServer(NodeDelegate(app, host))
     server.add_sockets(sockets)
     host.start()
     role = "leader" if options.node_id == host.node.config.initial_leader else "follower"

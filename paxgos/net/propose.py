@@ -1,0 +1,144 @@
+"""``/propose/<int>``, the hot path, served straight off Tornado's HTTP/1 connection.
+
+A ``RequestHandler`` costs about as much CPU per request as the whole Paxos round does per
+value once rounds are batched (routing, header objects, default headers, ETag, access log), and
+on a 2-core machine the leader's core is the limit.  So ``NodeDelegate`` sits in front of the
+``Application``: requests for ``/propose`` go to ``ProposeRequest``, a bare
+``HTTPMessageDelegate``; every other request goes to the application unchanged.  The answers
+themselves come from ``paxgos.net.answers``, as for every other endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+import tornado.web
+from tornado.httputil import (
+    HTTPConnection,
+    HTTPHeaders,
+    HTTPMessageDelegate,
+    HTTPServerConnectionDelegate,
+    RequestStartLine,
+    ResponseStartLine,
+)
+
+from paxgos.core import FOLLOWER
+from paxgos.net.answers import Answer, BadValue, error, not_leader, outcome_answer, parse_int64
+from paxgos.net.host import NodeHost
+
+PREFIX = "/propose"
+
+
+class ProposeRequest(HTTPMessageDelegate):
+    """One ``/propose`` request: parse, propose, answer once the outcome is known."""
+
+    def __init__(self, host: NodeHost, connection: HTTPConnection):
+        self.host = host
+        self.connection = connection
+        self.as_json = False
+        self.uri = ""
+        self.answer: Answer | None = None
+        self.value = 0
+
+    def headers_received(self, start_line: Any, headers: HTTPHeaders) -> None:
+        assert isinstance(start_line, RequestStartLine)
+        self.uri = start_line.path
+        self.as_json = "application/json" in headers.get("Accept", "")
+        path = self.uri.split("?", 1)[0]
+        if start_line.method != "GET":
+            self.answer = error(405, f"method {start_line.method} not allowed on {path}")
+            return
+        raw = unquote(path[len(PREFIX) + 1 :]) if path.startswith(PREFIX + "/") else ""
+        try:
+            self.value = parse_int64(raw)
+        except BadValue as exc:
+            self.answer = error(400, str(exc))
+
+    def data_received(self, chunk: bytes) -> None:
+        pass  # a GET has no body worth reading
+
+    def finish(self) -> None:
+        host = self.host
+        if self.answer is None:
+            if host.failed:
+                self.answer = error(503, host.failed, retry_after=5)
+            elif host.node.role == FOLLOWER:
+                self.answer = not_leader(host, self.uri)
+        if self.answer is not None:
+            self.respond(self.answer)
+            return
+        request, future = host.propose(self.value)
+
+        def done(future: Any) -> None:
+            host.forget(request)
+            result = future.exception() or future.result()
+            self.respond(outcome_answer(host, result, self.uri))
+
+        future.add_done_callback(done)
+
+    def respond(self, answer: Answer) -> None:
+        body = answer.body(self.as_json)
+        headers = HTTPHeaders(answer.headers(self.as_json))
+        headers["Content-Length"] = str(len(body))
+        start = ResponseStartLine("HTTP/1.1", answer.status, _REASONS.get(answer.status, ""))
+        self.connection.write_headers(start, headers, body)
+        self.connection.finish()
+
+    def on_connection_close(self) -> None:
+        pass  # the outcome arrives anyway; writing it to a closed stream is a no-op
+
+
+_REASONS = {
+    200: "OK",
+    307: "Temporary Redirect",
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class _Dispatch(HTTPMessageDelegate):
+    """Chooses, once the request line is in, between the fast path and the application."""
+
+    def __init__(self, owner: NodeDelegate, server_conn: object, connection: HTTPConnection):
+        self.owner = owner
+        self.server_conn = server_conn
+        self.connection = connection
+        self.inner: HTTPMessageDelegate | None = None
+
+    def headers_received(self, start_line: Any, headers: HTTPHeaders) -> Any:
+        path = start_line.path
+        if path == PREFIX or path.startswith(PREFIX + "/") or path.startswith(PREFIX + "?"):
+            self.inner = ProposeRequest(self.owner.host, self.connection)
+        else:
+            self.inner = self.owner.app.start_request(self.server_conn, self.connection)
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        assert self.inner is not None
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        assert self.inner is not None
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        if self.inner is not None:
+            self.inner.on_connection_close()
+
+
+class NodeDelegate(HTTPServerConnectionDelegate):
+    """The node's HTTP server delegate: ``/propose`` on the fast path, the rest to ``app``."""
+
+    def __init__(self, app: tornado.web.Application, host: NodeHost):
+        self.app = app
+        self.host = host
+
+    def start_request(self, server_conn: object, request_conn: HTTPConnection) -> _Dispatch:
+        return _Dispatch(self, server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
