@@ -11,7 +11,6 @@ each process's CPU use during the runs (so you can see which one saturates a cor
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -20,16 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from paxgos.procs import LocalNodes  # noqa: E402
+from common import LocalNodes, cpu_seconds
 
 LUA = Path(__file__).with_name("propose.lua")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def to_ms(text: str) -> float:
