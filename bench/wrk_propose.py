@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from common import LocalNodes, cpu_seconds
@@ -45,14 +46,28 @@ def run_wrk(url: str, connections: int, duration: int) -> dict[str, float]:
     return result
 
 
+def store_writes(nodes: LocalNodes, ids: Iterable[int]) -> dict[int, int]:
+    """Each answering node's count of group commits (one fsync each); stopped nodes are left
+    out."""
+    counts = {}
+    for i in ids:
+        try:
+            counts[i] = nodes.status(i, timeout=0.5)["store_writes"]
+        except OSError:
+            pass
+    return counts
+
+
 def measure(nodes: LocalNodes, label: str, args: argparse.Namespace) -> dict[str, float]:
     pids = {i: p.pid for i, p in enumerate(nodes.procs) if p is not None}
     before = {i: cpu_seconds(pid) for i, pid in pids.items()}
+    writes_before = store_writes(nodes, pids)
     first = nodes.status(0)
     started = time.monotonic()
     result = run_wrk(nodes.urls[0], args.connections, args.duration)
     elapsed = time.monotonic() - started
     last = nodes.status(0)
+    writes = store_writes(nodes, pids)
     cpu = {}
     for i, pid in pids.items():
         try:
@@ -70,6 +85,8 @@ def measure(nodes: LocalNodes, label: str, args: argparse.Namespace) -> dict[str
         f"{result['socket_errors']}"
     )
     print(" " * 24 + "CPU (cores): " + "  ".join(f"node {i} {c:.2f}" for i, c in cpu.items()))
+    fsyncs = {i: (writes[i] - writes_before[i]) / elapsed for i in pids if i in writes}
+    print(" " * 24 + "fsyncs/s:    " + "  ".join(f"node {i} {f:.0f}" for i, f in fsyncs.items()))
     return result
 
 

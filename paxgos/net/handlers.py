@@ -206,6 +206,8 @@ class StatusHandler(BaseHandler):
             failed=host.failed,
             faults=host.faults.state(),
             dropped_messages=host.transport.dropped,
+            store_writes=host.store_writes,
+            store_records=host.store_records,
             uptime_s=round(time.time() - host.started_at, 3),
         )
         self.send_json(status)

@@ -59,6 +59,8 @@ class NodeHost:
         self.tick_interval = tick_interval
         self.transport = Transport(self, urls, peer_timeout)
         self.failed: str | None = None
+        self.store_writes = 0  # group commits to a durable store (one fsync each)
+        self.store_records = 0  # Readys' Persist records they carried
         self._waiters: dict[int, asyncio.Future[Outcome]] = {}
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._request_ids = itertools.count(1)
@@ -182,6 +184,8 @@ class NodeHost:
         batch, self._queue = self._queue, []
         self._writing = True
         records = [ready.persist for ready, _ in batch if ready.persist]
+        self.store_writes += 1  # one transaction, one fsync
+        self.store_records += len(records)
         loop = IOLoop.current()
         future = loop.run_in_executor(self._writer, self.store.apply, records)
         loop.add_future(future, lambda f: self._written(batch, f))

@@ -88,6 +88,27 @@ CREATE TABLE chosen (
 """
 
 
+#: Rows per multi-row INSERT (4 columns each stays far below SQLite's 32766 variables).
+_ROWS_PER_INSERT = 500
+
+
+def _insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """``insert`` (``INSERT ... INTO t (cols)``) of ``rows`` with one statement per chunk.
+
+    ``executemany`` steps SQLite once per row, and the sqlite3 module releases and re-takes the
+    GIL around every step: from the writer thread that means hundreds of GIL hand-offs per batch
+    with the event loop thread.  A multi-row ``VALUES`` list takes one step per chunk.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    row = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        sql = f"{insert} VALUES {','.join([row] * len(chunk))}"
+        conn.execute(sql, [field for entry in chunk for field in entry])
+
+
 class SQLiteStore(Store):
     """Durable node state in the SQLite file ``path`` (created, with its directory, if missing).
 
@@ -345,13 +366,13 @@ class SQLiteStore(Store):
                         (promised.round, promised.node),
                     )
                 if accepted:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO accepted (slot, ballot_round, ballot_node, value) "
-                        "VALUES (?, ?, ?, ?)",
+                    _insert_rows(
+                        conn,
+                        "INSERT OR REPLACE INTO accepted (slot, ballot_round, ballot_node, value)",
                         [(s, b[0], b[1], v) for s, b, v in accepted if s > commit],
                     )
                 if chosen:
-                    conn.executemany("INSERT INTO chosen (slot, value) VALUES (?, ?)", chosen)
+                    _insert_rows(conn, "INSERT INTO chosen (slot, value)", chosen)
                     conn.execute("DELETE FROM accepted WHERE slot <= ?", (commit,))
                 conn.execute("COMMIT")
             except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:

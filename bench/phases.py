@@ -1,0 +1,175 @@
+"""The benchmark's phases and the faults they inject into a running cluster.
+
+A run is a list of :class:`Phase` objects played in order against one cluster: each has a name, a
+duration, an action at its start and at its end, and optionally an action repeated every few
+seconds (the rotating slowed minority). Actions act through :class:`Faults`, which knows the
+nodes, draws every random choice from one seeded ``random.Random`` (the same seed picks the same
+nodes) and writes down every fault it injects or heals (``events``) for the report.
+
+Node 0 is the fixed leader (leader failover is a later issue), so faults only ever touch
+followers; a "leader killed" phase will be one more :class:`Phase` built on :meth:`Faults.kill`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from paxgos.procs import LocalNodes, http_get
+
+Action = Callable[["Faults"], None]
+
+
+def _nothing(_: Faults) -> None:
+    pass
+
+
+@dataclass
+class Phase:
+    """One stretch of the run: ``start`` when it begins, ``tick`` every ``every`` seconds
+    after that, ``stop`` when it ends (``fault`` marks a window the plots shade)."""
+
+    name: str
+    duration: float
+    description: str
+    start: Action = _nothing
+    stop: Action = _nothing
+    tick: Action | None = None
+    every: float = 0.0
+    fault: bool = False
+
+
+@dataclass
+class FaultEvent:
+    """One fault injected or healed, at wall-clock time ``t``."""
+
+    t: float
+    action: str  # "slow", "heal", "pause", "resume", "kill", "restart"
+    nodes: list[int]
+    detail: str = ""
+
+
+@dataclass
+class Faults:
+    """Fault actions on the followers of ``nodes``; every choice comes from ``rng``."""
+
+    nodes: LocalNodes
+    rng: random.Random
+    slow_ms: int = 2000
+    leader: int = 0
+    events: list[FaultEvent] = field(default_factory=list)
+    slowed: set[int] = field(default_factory=set)
+    paused: set[int] = field(default_factory=set)
+
+    @property
+    def followers(self) -> list[int]:
+        return [i for i in range(self.nodes.count) if i != self.leader]
+
+    def _note(self, action: str, nodes: list[int], detail: str = "") -> None:
+        self.events.append(FaultEvent(time.time(), action, sorted(nodes), detail))
+
+    def _post(self, i: int, path: str) -> None:
+        code, _, body = http_get(self.nodes.urls[i] + path, timeout=5.0, method="POST")
+        if code != 200:
+            raise RuntimeError(f"node {i}: POST {path} answered {code} {body.strip()}")
+
+    # --- slow ---------------------------------------------------------------------------------
+
+    def slow(self, ids: list[int]) -> None:
+        """Delay every protocol message nodes ``ids`` handle by ``slow_ms``."""
+        for i in ids:
+            self._post(i, f"/fault/slow?ms={self.slow_ms}")
+        self.slowed |= set(ids)
+        self._note("slow", ids, f"{self.slow_ms} ms")
+
+    def heal_slowed(self) -> None:
+        """Remove the delay from every node slowed so far."""
+        if not self.slowed:
+            return
+        ids = sorted(self.slowed)
+        for i in ids:
+            self._post(i, "/fault/heal")
+        self.slowed.clear()
+        self._note("heal", ids)
+
+    def slow_random_minority(self, most: int = 2) -> None:
+        """Heal the current slowed set, then slow 1..``most`` followers picked at random (a set
+        different from the one just healed, when there is another)."""
+        previous = set(self.slowed)
+        most = max(1, min(most, (self.nodes.count - 1) // 2))
+        for _ in range(20):
+            ids = sorted(self.rng.sample(self.followers, self.rng.randint(1, most)))
+            if set(ids) != previous:
+                break
+        self.heal_slowed()
+        self.slow(ids)
+
+    # --- stop ---------------------------------------------------------------------------------
+
+    def pause_random_followers(self, count: int = 2) -> None:
+        """SIGSTOP ``count`` followers picked at random (kept below a majority)."""
+        count = max(1, min(count, (self.nodes.count - 1) // 2))
+        ids = sorted(self.rng.sample(self.followers, count))
+        for i in ids:
+            self.nodes.pause(i)
+        self.paused |= set(ids)
+        self._note("pause", ids, "SIGSTOP")
+
+    def resume_paused(self) -> None:
+        if not self.paused:
+            return
+        ids = sorted(self.paused)
+        for i in ids:
+            self.nodes.resume(i)
+        self.paused.clear()
+        self._note("resume", ids, "SIGCONT")
+
+    def kill(self, i: int) -> None:
+        """``kill -9`` node ``i`` (for a future "leader killed" phase)."""
+        self.nodes.kill(i)
+        self._note("kill", [i], "SIGKILL")
+
+    def heal_all(self) -> None:
+        """Undo every fault still in place (safe to call more than once)."""
+        self.resume_paused()
+        self.heal_slowed()
+
+
+def default_phases(
+    healthy: float,
+    slowed: float,
+    stopped: float,
+    healed: float,
+    rotate_every: float = 5.0,
+    most_slowed: int = 2,
+    stop_count: int = 2,
+    slow_ms: int = 2000,
+) -> list[Phase]:
+    """healthy; a random minority of followers slowed (re-drawn every ``rotate_every`` s);
+    a minority of followers SIGSTOPped; healed. A phase of duration 0 is left out."""
+    phases = [
+        Phase("healthy", healthy, "all nodes up, no injected fault"),
+        Phase(
+            "slowed",
+            slowed,
+            f"1 to {most_slowed} random followers answer {slow_ms} ms late "
+            f"(POST /fault/slow), a new set every {rotate_every:g} s",
+            start=lambda f: f.slow_random_minority(most_slowed),
+            tick=lambda f: f.slow_random_minority(most_slowed),
+            every=rotate_every,
+            stop=Faults.heal_slowed,
+            fault=True,
+        ),
+        Phase(
+            "stopped",
+            stopped,
+            f"{stop_count} random followers SIGSTOPped (LocalNodes.pause)",
+            start=lambda f: f.pause_random_followers(stop_count),
+            stop=Faults.resume_paused,
+            fault=True,
+        ),
+        Phase("healed", healed, "every fault removed; stopped nodes catch up"),
+    ]
+    return [p for p in phases if p.duration > 0]
