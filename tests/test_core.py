@@ -865,6 +865,86 @@ def test_competing_nodes_never_choose_two_values(data: st.DataObject) -> None:
 # --- property: a new leader re-proposes what may have been chosen ----------------------------
 
 
+def take_over(c: Cluster, new: int, quorum: set[int]) -> tuple[dict[int, Value], set[int]]:
+    """``new`` runs phase 1, its Prepares reaching only ``quorum``; returns the values it
+    re-proposed on taking over (slot -> value) and who promised.  Accepts and Learns sent
+    meanwhile stay in the network, undelivered."""
+    promisers: set[int] = set()
+    held: list[Envelope] = []
+    for _attempt in range(4):  # a refused candidate tries again above what refused it
+        promisers.clear()
+        held.clear()
+        c.handle(new, c.nodes[new].campaign())
+        while c.net:
+            envelope = c.net.popleft()
+            frm, to, msg = envelope
+            if isinstance(msg, Prepare) and to not in quorum:
+                continue  # lost
+            if isinstance(msg, Accept | Learn):
+                held.append(envelope)
+                continue
+            node = c.nodes[new]
+            if node.role == CANDIDATE and isinstance(msg, Promise) and msg.ok:
+                if msg.ballot == node.ballot:
+                    promisers.add(msg.sender)
+            c.deliver(*envelope)
+        if c.nodes[new].role == LEADER:
+            break
+    node = c.nodes[new]
+    assert node.role == LEADER
+    assert len(promisers) >= c.tracker.majority
+    c.net.extend(held)
+    proposed: dict[int, Value] = {}
+    for _, _, msg in held:
+        if isinstance(msg, Accept) and msg.ballot == node.ballot:
+            for slot, value in enumerate(msg.values, msg.first):
+                proposed[slot] = value
+    return proposed, promisers
+
+
+def assert_reproposes_highest(
+    proposed: dict[int, Value],
+    promisers: set[int],
+    commit: int,
+    accepted: dict[int, dict[int, tuple[Ballot, Value]]],
+) -> None:
+    """Per slot above ``commit``: the value of the highest ballot among the promisers'
+    ``accepted`` values, or a no-op in a hole, up to the highest slot any of them accepted."""
+    highest: dict[int, tuple[Ballot, Value]] = {}
+    for i in promisers:
+        for slot, entry in accepted[i].items():
+            if slot > commit and (slot not in highest or entry[0] > highest[slot][0]):
+                highest[slot] = entry
+    top = max(highest, default=commit)
+    expected = {s: highest[s][1] if s in highest else None for s in range(commit + 1, top + 1)}
+    assert proposed == expected
+
+
+@PROPERTY
+@given(st.data())
+def test_new_leader_reproposes_from_arbitrary_acceptor_states(data: st.DataObject) -> None:
+    """The re-proposal rule alone, from any accepted values (reachable or not)."""
+    n = data.draw(st.sampled_from([3, 5]), "nodes")
+    c = Cluster(n, campaign=False)
+    entries = st.tuples(
+        st.builds(Ballot, st.integers(1, 3), st.integers(0, n - 1)),
+        st.sampled_from([10, 20, 30, None]),
+    )
+    states = data.draw(
+        st.lists(st.dictionaries(st.integers(1, 5), entries, max_size=4), min_size=n, max_size=n),
+        "accepted",
+    )
+    for i, accepted in enumerate(states):
+        promised = max((b for b, _ in accepted.values()), default=ZERO)
+        c.stores[i].promised, c.stores[i].accepted = promised, dict(accepted)
+        c.nodes[i] = Node(c.configs[i], c.stores[i].load())
+        c.promised_hi[i] = promised
+    new = data.draw(st.integers(0, n - 1), "new leader")
+    quorum = data.draw(st.sets(st.integers(0, n - 1), min_size=n // 2 + 1), "promise quorum")
+    proposed, promisers = take_over(c, new, quorum)
+    assert_reproposes_highest(proposed, promisers, 0, dict(enumerate(states)))
+
+
 @PROPERTY
 @given(st.data())
 def test_new_leader_reproposes_the_highest_accepted_value(data: st.DataObject) -> None:
@@ -874,7 +954,7 @@ def test_new_leader_reproposes_the_highest_accepted_value(data: st.DataObject) -
     c = Cluster(n, {"max_batch": 2})
     leader = 0
     request = 0
-    for _generation in range(data.draw(st.integers(1, 3), "generations")):
+    for _generation in range(data.draw(st.integers(1, 4), "generations")):
         # The leader proposes a few fresh values; some acceptors get the Accepts, some not.
         for _ in range(data.draw(st.integers(0, 3), "proposals")):
             request += 1
@@ -893,46 +973,9 @@ def test_new_leader_reproposes_the_highest_accepted_value(data: st.DataObject) -
         new = data.draw(st.sampled_from(nodes), "new leader")
         quorum = data.draw(st.sets(st.sampled_from(nodes), min_size=majority), "promise quorum")
         snapshot = {i: dict(c.nodes[i].acceptor.accepted) for i in nodes}
-        promisers: set[int] = set()
-        held: list[Envelope] = []
-        for _attempt in range(4):  # a refused candidate tries again above what refused it
-            c.handle(new, c.nodes[new].campaign())
-            while c.net:
-                frm, to, msg = envelope = c.net.popleft()
-                if isinstance(msg, Prepare) and to not in quorum:
-                    continue  # lost
-                if isinstance(msg, Accept | Learn):
-                    held.append(envelope)
-                    continue
-                was_candidate = c.nodes[new].role == CANDIDATE
-                if was_candidate and isinstance(msg, Promise) and msg.ok:
-                    if msg.ballot == c.nodes[new].ballot:
-                        promisers.add(msg.sender)
-                c.deliver(*envelope)
-            if c.nodes[new].role == LEADER:
-                break
-            promisers.clear()
-            held.clear()
+        proposed, promisers = take_over(c, new, quorum)
         node = c.nodes[new]
-        assert node.role == LEADER
-        assert len(promisers) >= majority
-        # What it re-proposed: every Accept it sent on taking over.
-        proposed: dict[int, Value] = {}
-        for _, _, msg in held:
-            if isinstance(msg, Accept) and msg.ballot == node.ballot:
-                for slot, value in enumerate(msg.values, msg.first):
-                    proposed[slot] = value
-        # Per slot above its commit index: the value of the highest ballot among its promise
-        # quorum's accepted values, or a no-op in a hole.
-        highest: dict[int, tuple[Ballot, Value]] = {}
-        for i in promisers:
-            for slot, entry in snapshot[i].items():
-                if slot > node.commit and (slot not in highest or entry[0] > highest[slot][0]):
-                    highest[slot] = entry
-        top = max(highest, default=node.commit)
-        holes = range(node.commit + 1, top + 1)
-        expected = {s: highest[s][1] if s in highest else None for s in holes}
-        assert proposed == expected
+        assert_reproposes_highest(proposed, promisers, node.commit, snapshot)
         # A value a majority accepted under one ballot is never replaced.
         for (slot, _ballot, value), voters in c.tracker.votes.items():
             if len(voters) >= majority:
@@ -940,7 +983,6 @@ def test_new_leader_reproposes_the_highest_accepted_value(data: st.DataObject) -
                     assert proposed[slot] == value
                 else:
                     assert c.log(new)[slot - 1] == value
-        c.net = deque(held)
         leader = new
         c.check()
     c.run()
