@@ -1,0 +1,153 @@
+"""Figures of a benchmark run, computed from the recorded ops and the phase windows.
+
+- Throughput: ``ok`` answers per second, binned by the time the answer arrived (``end``).
+- Commit latency: ``end - start`` of ``ok`` ops (request sent to ``CommandID`` answer), for the
+  ops that *started* in a phase; percentiles by nearest rank.
+- Errors: ``fail`` and ``unknown`` answers, binned by ``end`` like throughput.
+- CPU: cores used by each process in each phase, from ``/proc/<pid>/stat`` samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from paxgos.check import OK, Op
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+@dataclass
+class Window:
+    """A phase as it was played: its name and wall-clock bounds."""
+
+    name: str
+    start: float
+    end: float
+    description: str = ""
+    fault: bool = False
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class PhaseStats:
+    """What one phase measured."""
+
+    name: str
+    description: str
+    duration_s: float
+    commits: int
+    commits_per_s: float
+    errors: int
+    fail: int
+    unknown: int
+    latency_ms: dict[str, float]  # p50, p90, p99, p99.9, max, mean
+    cpu_cores: dict[str, float] = field(default_factory=dict)  # process name -> cores used
+    per_second_min: float = 0.0  # the worst full second of throughput
+    fault: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (nan when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = math.ceil(pct / 100.0 * len(sorted_values))
+    return sorted_values[min(len(sorted_values), max(rank, 1)) - 1]
+
+
+def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99, p99.9, max and mean of a list of latencies (ms)."""
+    values = sorted(latencies_ms)
+    out = {f"p{pct:g}": percentile(values, pct) for pct in PERCENTILES}
+    out["max"] = values[-1] if values else math.nan
+    out["mean"] = sum(values) / len(values) if values else math.nan
+    return out
+
+
+def per_second(ops: Sequence[Op], t0: float, t1: float) -> dict[str, list[float]]:
+    """Per-second series from ``t0`` to ``t1``: commits, errors, p50 and p99 latency (ms) of the
+    commits answered in each second."""
+    n = max(0, math.ceil(t1 - t0))
+    commits = [0.0] * n
+    errors = [0.0] * n
+    lat: list[list[float]] = [[] for _ in range(n)]
+    for op in ops:
+        i = int(op.end - t0)
+        if not 0 <= i < n:
+            continue
+        if op.outcome == OK:
+            commits[i] += 1
+            lat[i].append((op.end - op.start) * 1000)
+        else:
+            errors[i] += 1
+    p50, p99 = [], []
+    for values in lat:
+        values.sort()
+        p50.append(percentile(values, 50))
+        p99.append(percentile(values, 99))
+    return {
+        "t": [float(i) for i in range(n)],
+        "commits": commits,
+        "errors": errors,
+        "p50_ms": p50,
+        "p99_ms": p99,
+    }
+
+
+def phase_latencies(ops: Sequence[Op], window: Window) -> list[float]:
+    """Commit latencies (ms) of the ok ops that started in ``window``."""
+    return [
+        (op.end - op.start) * 1000
+        for op in ops
+        if op.outcome == OK and window.start <= op.start < window.end
+    ]
+
+
+def phase_stats(ops: Sequence[Op], window: Window, cpu: dict[str, float]) -> PhaseStats:
+    """Throughput, latency and errors of one phase."""
+    ended = [op for op in ops if window.start <= op.end < window.end]
+    commits = sum(1 for op in ended if op.outcome == OK)
+    fail = sum(1 for op in ended if op.outcome == "fail")
+    unknown = sum(1 for op in ended if op.outcome == "unknown")
+    seconds = per_second(ended, window.start, window.end)["commits"]
+    full = seconds[: int(window.duration)] or seconds
+    return PhaseStats(
+        name=window.name,
+        description=window.description,
+        duration_s=window.duration,
+        commits=commits,
+        commits_per_s=commits / window.duration if window.duration > 0 else math.nan,
+        errors=fail + unknown,
+        fail=fail,
+        unknown=unknown,
+        latency_ms=latency_summary(phase_latencies(ops, window)),
+        cpu_cores=cpu,
+        per_second_min=min(full) if full else math.nan,
+        fault=window.fault,
+    )
+
+
+def cpu_per_phase(
+    samples: list[tuple[float, dict[str, float]]], windows: Sequence[Window]
+) -> list[dict[str, float]]:
+    """Cores each process used in each window, from (time, {process: cpu seconds}) samples taken
+    at the window bounds (the sample nearest each bound is used)."""
+    out: list[dict[str, float]] = []
+    for w in windows:
+        first = min(samples, key=lambda s: abs(s[0] - w.start))
+        last = min(samples, key=lambda s: abs(s[0] - w.end))
+        span = last[0] - first[0]
+        cores: dict[str, float] = {}
+        for name, seconds in last[1].items():
+            if name in first[1] and span > 0:
+                cores[name] = max(0.0, (seconds - first[1][name]) / span)
+        out.append(cores)
+    return out

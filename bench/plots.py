@@ -1,0 +1,128 @@
+"""The report's figures, drawn with matplotlib (Agg backend: no display needed) into PNG files.
+
+- ``throughput.png``: commits/s and errors/s over time, and p50/p99 commit latency per second,
+  with the fault phases shaded and labelled and each injected fault marked;
+- ``latency_percentiles.png``: p50, p90, p99 and p99.9 commit latency per phase;
+- ``latency_cdf.png``: the commit-latency CDF of each phase.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.metrics import PERCENTILES, PhaseStats, Window  # noqa: E402
+from bench.phases import FaultEvent  # noqa: E402
+
+SHADES = ["#f6c85f", "#e8747c", "#9dd866", "#8dd3c7", "#bebada"]
+
+
+def _shade(ax: plt.Axes, windows: Sequence[Window], t0: float, label: bool) -> None:
+    fault_index = 0
+    for w in windows:
+        if not w.fault:
+            continue
+        color = SHADES[fault_index % len(SHADES)]
+        fault_index += 1
+        ax.axvspan(w.start - t0, w.end - t0, color=color, alpha=0.25, lw=0)
+        if label:
+            ax.text(
+                (w.start + w.end) / 2 - t0, 0.98, w.name, transform=ax.get_xaxis_transform(),
+                ha="center", va="top", fontsize=9, weight="bold",
+            )  # fmt: skip
+    for w in windows:
+        ax.axvline(w.start - t0, color="grey", lw=0.6, ls=":")
+
+
+def throughput_plot(
+    path: Path,
+    series: dict[str, list[float]],
+    windows: Sequence[Window],
+    events: Sequence[FaultEvent],
+    t0: float,
+) -> None:
+    """Commits/s (and errors/s) over time above p50/p99 latency per second."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=[3, 2])
+    t = [x + 0.5 for x in series["t"]]
+    top.plot(t, series["commits"], color="#1f77b4", lw=1.4, label="commits/s")
+    if any(series["errors"]):
+        top.plot(t, series["errors"], color="#d62728", lw=1.0, label="errors/s")
+    top.set_ylabel("per second")
+    top.set_ylim(bottom=0)
+    top.set_title("Commit throughput (ok answers per second, by answer time)")
+    _shade(top, windows, t0, label=True)
+    for e in events:
+        if e.action in ("slow", "pause", "kill"):
+            top.annotate(
+                ",".join(map(str, e.nodes)), (e.t - t0, 0), xytext=(2, 4),
+                textcoords="offset points", fontsize=7, color="#555",
+            )  # fmt: skip
+    # Name the non-fault phases too, just under the top edge.
+    for w in windows:
+        if not w.fault:
+            top.text(
+                (w.start + w.end) / 2 - t0, 0.98, w.name, transform=top.get_xaxis_transform(),
+                ha="center", va="top", fontsize=9, color="#444",
+            )  # fmt: skip
+    top.legend(loc="lower left", fontsize=8)
+    bottom.plot(t, series["p50_ms"], color="#2ca02c", lw=1.0, label="p50")
+    bottom.plot(t, series["p99_ms"], color="#ff7f0e", lw=1.0, label="p99")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("commit latency (ms)")
+    bottom.set_xlabel("seconds since the first phase began (numbers: the nodes faulted)")
+    bottom.legend(loc="upper left", fontsize=8)
+    _shade(bottom, windows, t0, label=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def percentiles_plot(path: Path, stats: Sequence[PhaseStats]) -> None:
+    """Grouped bars: p50, p90, p99, p99.9 of commit latency for each phase."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    keys = [f"p{p:g}" for p in PERCENTILES]
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(stats))]
+        ys = [s.latency_ms.get(key, math.nan) for s in stats]
+        bars = ax.bar(xs, ys, width, label=key)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(stats)), [s.name for s in stats])
+    ax.set_yscale("log")
+    ax.set_ylabel("commit latency (ms)")
+    ax.set_title("Commit latency percentiles per phase")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def cdf_plot(path: Path, latencies: dict[str, list[float]]) -> None:
+    """The CDF of commit latency in each phase (log x)."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for name, values in latencies.items():
+        if not values:
+            continue
+        xs = sorted(values)
+        n = len(xs)
+        step = max(1, n // 4000)  # at most a few thousand points per curve
+        pts = list(range(0, n, step))
+        if pts[-1] != n - 1:
+            pts.append(n - 1)
+        ax.plot([xs[i] for i in pts], [(i + 1) / n for i in pts], lw=1.3, label=f"{name} ({n})")
+    ax.set_xscale("log")
+    ax.set_xlabel("commit latency (ms)")
+    ax.set_ylabel("fraction of commits")
+    ax.set_ylim(0, 1.0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("Commit latency CDF per phase")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

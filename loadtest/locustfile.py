@@ -1,0 +1,258 @@
+"""Locust users that drive ``/propose`` traffic at a Paxgos cluster and check every answer.
+
+    python -m paxgos --nodes 5                                       # a cluster on 9000..9004
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:9000    # web UI on :8089
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:9000 \\
+        --headless -u 64 -r 16 -t 60s --csv out/propose --html out/propose.html
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:9000 --processes 2 ...
+
+Each user (a ``FastHttpUser``, closed loop: it proposes, waits for the answer, proposes again)
+sends random signed 64-bit integers to ``GET /propose/<v>``. A ``200`` counts as a success only
+if its body is ``CommandID: <n>, Value <v>`` with the value sent; any other answer (a 504, a 503,
+a connection error, a 200 with a wrong body) is a failure in Locust's statistics. Redirects (a
+follower's 307 to the leader) are followed. Optional tasks read a page of the log (``GET /``) or
+``GET /status``; their weights, like the rest of this file's options, come from the command line
+or the environment (see ``locust -f loadtest/locustfile.py --help``, "Custom arguments"):
+
+| option | environment | default | meaning |
+|---|---|---|---|
+| ``--propose-weight`` | ``PAXGOS_PROPOSE_WEIGHT`` | 1 | weight of ``/propose/<v>`` |
+| ``--history-weight`` | ``PAXGOS_HISTORY_WEIGHT`` | 0 | weight of ``GET /?limit=100`` |
+| ``--status-weight`` | ``PAXGOS_STATUS_WEIGHT`` | 0 | weight of ``GET /status`` |
+| ``--record-ops PATH`` | ``PAXGOS_RECORD_OPS`` | off | write every proposal to PATH |
+| ``--request-timeout S`` | ``PAXGOS_REQUEST_TIMEOUT`` | 30 | client-side timeout (seconds) |
+
+``--record-ops PATH`` writes one JSON line per proposal in the history checker's ops format
+(``paxgos.check.record``: client, value, start, end, outcome, slot; outcome by
+``paxgos.check.client.classify``), so ``python -m paxgos.check`` and the benchmark can use it.
+A process that runs users writes its own file: a standalone Locust writes ``PATH`` itself; a
+worker (``--processes N``, or ``--worker``) writes ``PATH`` with its pid before the suffix
+(``ops.jsonl`` -> ``ops.12345.jsonl``), so concatenate ``ops*.jsonl`` afterwards. Proposals still
+in flight when Locust stops are written as ``unknown`` (they may have been chosen).
+
+Locust monkey-patches the standard library with gevent: never import this file (or locust) in a
+node process or any process that runs a Tornado loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from locust import FastHttpUser, events, task
+from locust.env import Environment
+from locust.runners import WorkerRunner
+
+try:
+    from paxgos.check.client import classify
+except ImportError:  # run from a checkout without installing: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from paxgos.check.client import classify
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FAIL, UNKNOWN = "fail", "unknown"
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("Paxgos", "options of loadtest/locustfile.py")
+    group.add_argument(
+        "--propose-weight", type=int, default=1, env_var="PAXGOS_PROPOSE_WEIGHT",
+        help="weight of the GET /propose/<random int64> task",
+    )  # fmt: skip
+    group.add_argument(
+        "--history-weight", type=int, default=0, env_var="PAXGOS_HISTORY_WEIGHT",
+        help="weight of the GET /?limit=100 task (a page of the committed log)",
+    )  # fmt: skip
+    group.add_argument(
+        "--status-weight", type=int, default=0, env_var="PAXGOS_STATUS_WEIGHT",
+        help="weight of the GET /status task",
+    )  # fmt: skip
+    group.add_argument(
+        "--record-ops", default="", env_var="PAXGOS_RECORD_OPS",
+        help="write every proposal as a JSON line (the history checker's ops format) to this "
+        "path; workers write PATH with their pid before the suffix",
+    )  # fmt: skip
+    group.add_argument(
+        "--request-timeout", type=float, default=30.0, env_var="PAXGOS_REQUEST_TIMEOUT",
+        help="client-side timeout of one request, in seconds",
+    )  # fmt: skip
+
+
+class OpRecorder:
+    """Writes each proposal of this process as one line of the checker's ops format.
+
+    ``begin`` notes a proposal in flight, ``end`` writes it; ``close`` writes the proposals
+    still in flight as ``unknown`` (a stopped user's request may still have been chosen), so the
+    file names every value this process ever sent.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file: TextIO = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        self._in_flight: dict[tuple[str, int], float] = {}
+        self._last_flush = time.monotonic()
+
+    def begin(self, client: str, value: int, start: float) -> None:
+        self._in_flight[(client, value)] = start
+
+    def end(self, client: str, value: int, end: float, outcome: str, slot: int | None) -> None:
+        start = self._in_flight.pop((client, value), end)
+        self._write(client, value, start, end, outcome, slot)
+        now = time.monotonic()
+        if now - self._last_flush > 1.0:  # a crash or kill -9 of Locust loses at most ~1 s
+            self._file.flush()
+            self._last_flush = now
+
+    def _write(
+        self, client: str, value: int, start: float, end: float, outcome: str, slot: int | None
+    ) -> None:
+        slot_text = "null" if slot is None else str(slot)
+        self._file.write(
+            f'{{"client":"{client}","value":{value},"start":{start!r},"end":{max(end, start)!r},'
+            f'"outcome":"{outcome}","slot":{slot_text}}}\n'
+        )
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        now = time.time()
+        for (client, value), start in self._in_flight.items():
+            self._write(client, value, start, now, UNKNOWN, None)
+        self._in_flight.clear()
+        self._file.close()
+
+
+_recorder: OpRecorder | None = None
+
+
+def recorder_for(environment: Environment) -> OpRecorder | None:
+    """This process's recorder (opened on first use), or None when not recording."""
+    global _recorder
+    if _recorder is not None:
+        return _recorder
+    options = environment.parsed_options
+    raw = getattr(options, "record_ops", "") if options is not None else ""
+    if not raw:
+        return None
+    path = Path(raw)
+    if isinstance(environment.runner, WorkerRunner):
+        path = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _recorder = OpRecorder(path)
+    return _recorder
+
+
+@events.test_stop.add_listener
+def _close_on_stop(**_: Any) -> None:
+    if _recorder is not None:
+        _recorder._file.flush()
+
+
+@events.quitting.add_listener
+def _close_on_quit(**_: Any) -> None:
+    if _recorder is not None:
+        _recorder.close()
+
+
+_user_ids = itertools.count()
+
+
+@events.init.add_listener
+def _apply_timeout(environment: Environment, **_: Any) -> None:
+    # Class attributes are read when each user builds its HTTP session, after init. (A remote
+    # ``--worker`` reads its own command line or environment here, not the master's.)
+    timeout = getattr(environment.parsed_options, "request_timeout", None)
+    if timeout:
+        Proposer.network_timeout = float(timeout)
+
+
+class Proposer(FastHttpUser):
+    """One closed-loop client: propose (or read), check the answer, repeat."""
+
+    # 64 users each keep one request in flight: one connection per user is all they need.
+    concurrency = 1
+    network_timeout = 30.0
+    connection_timeout = 10.0
+    max_redirects = 3
+
+    def wait_time(self) -> float:
+        # No think time while answers are good; a short back-off after an error, so a node
+        # that is down or overloaded is not hammered in a busy loop.
+        backoff, self._backoff = self._backoff, 0.0
+        return backoff
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self._backoff = 0.0
+        self.client_id = f"p{os.getpid()}u{next(_user_ids)}"
+        self.rng = random.Random()
+        weights = [
+            max(0, getattr(options, "propose_weight", 1)),
+            max(0, getattr(options, "history_weight", 0)),
+            max(0, getattr(options, "status_weight", 0)),
+        ]
+        if not any(weights):
+            weights[0] = 1
+        self.actions = [self.propose, self.read_history, self.read_status]
+        self.weights = weights
+        self.recorder = recorder_for(self.environment)
+
+    @task
+    def act(self) -> None:
+        # One task that draws by the weights given at run time (the weights are options, and a
+        # worker learns them from the master only after its classes are built).
+        if self.weights[1] == 0 and self.weights[2] == 0:
+            self.propose()
+        else:
+            self.rng.choices(self.actions, self.weights)[0]()
+
+    def propose(self) -> None:
+        value = self.rng.randint(INT64_MIN, INT64_MAX)
+        recorder = self.recorder
+        start = time.time()
+        if recorder is not None:
+            recorder.begin(self.client_id, value, start)
+        with self.client.get(
+            f"/propose/{value}", name="/propose/[value]", catch_response=True
+        ) as response:
+            end = time.time()
+            status = response.status_code or 0
+            body = (response.text or "") if status else ""
+            outcome, slot = classify(status, body, value)
+            if outcome == "ok":
+                response.success()
+            else:
+                if status == 0:
+                    error = response.error
+                    if isinstance(error, ConnectionRefusedError):
+                        outcome = FAIL  # nothing was sent
+                    response.failure(f"no answer: {error!r}")
+                elif status == 200:
+                    response.failure(f"200 with an unexpected body: {body[:80]!r}")
+                else:
+                    response.failure(f"{status} {body.strip()[:120]}")
+                self._backoff = 0.05
+            if recorder is not None:
+                recorder.end(self.client_id, value, end, outcome, slot)
+
+    def read_history(self) -> None:
+        with self.client.get("/?limit=100", name="/", catch_response=True) as response:
+            if response.status_code == 200 and (response.text or "").startswith("History:"):
+                response.success()
+            else:
+                response.failure(f"{response.status_code} {(response.text or '')[:80]!r}")
+                self._backoff = 0.05
+
+    def read_status(self) -> None:
+        with self.client.get("/status", name="/status", catch_response=True) as response:
+            if response.status_code == 200 and '"commit_index"' in (response.text or ""):
+                response.success()
+            else:
+                response.failure(f"{response.status_code} {(response.text or '')[:80]!r}")
+                self._backoff = 0.05
