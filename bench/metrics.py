@@ -75,7 +75,7 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
 def per_second(ops: Sequence[Op], t0: float, t1: float) -> dict[str, list[float]]:
     """Per-second series from ``t0`` to ``t1``: commits, errors, p50 and p99 latency (ms) of the
     commits answered in each second."""
-    n = max(0, math.ceil(t1 - t0))
+    n = max(0, int(t1 - t0))  # full seconds only: a partial last bin would read as a drop
     commits = [0.0] * n
     errors = [0.0] * n
     lat: list[list[float]] = [[] for _ in range(n)]

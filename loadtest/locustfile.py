@@ -46,7 +46,7 @@ from typing import Any, TextIO
 
 from locust import FastHttpUser, events, task
 from locust.env import Environment
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 try:
     from paxgos.check.client import classify
@@ -155,9 +155,15 @@ def _close_on_stop(**_: Any) -> None:
 
 
 @events.quitting.add_listener
-def _close_on_quit(**_: Any) -> None:
-    if _recorder is not None:
-        _recorder.close()
+def _close_on_quit(environment: Environment, **_: Any) -> None:
+    if _recorder is None:
+        return
+    # On SIGTERM Locust fires ``quitting`` before it stops the users: stop them here first, so
+    # each finishes (within --stop-timeout) and records the request it has in flight.
+    runner = environment.runner
+    if runner is not None and not isinstance(runner, MasterRunner) and runner.user_count:
+        runner.stop()
+    _recorder.close()
 
 
 _user_ids = itertools.count()

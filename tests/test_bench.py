@@ -1,0 +1,52 @@
+"""Smoke test of the benchmark: ``python -m bench --quick`` writes a sane report.
+
+It checks that the run happened and was judged (ops recorded, every phase present, commits in
+every phase, the history check OK, the report files written), not that it was fast: CI machines
+are too noisy for performance bars.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("locust")
+pytest.importorskip("matplotlib")
+
+# ``bench`` is a directory of the checkout, not an installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import main  # noqa: E402
+
+
+def test_quick_benchmark_writes_a_sane_report(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    code = main(["--quick", "--out", str(out), "--seed", "7"])
+    assert code == 0, (out / "report.md").read_text() if (out / "report.md").exists() else code
+
+    for name in (
+        "report.md", "report.html", "throughput.png", "latency_percentiles.png",
+        "latency_cdf.png", "series.csv", "latency.csv.gz", "ops.jsonl.gz", "summary.json",
+    ):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["check"]["ok"], summary["check"]["summary"]
+    assert [p["name"] for p in summary["phases"]] == ["healthy", "slowed", "stopped", "healed"]
+    for phase in summary["phases"]:
+        assert phase["commits"] > 0 and phase["commits_per_s"] > 0, phase
+        assert 0 < phase["latency_ms"]["p50"] <= phase["latency_ms"]["p99"], phase
+        assert any(name.startswith("node 0") for name in phase["cpu_cores"]), phase
+        assert "locust" in phase["cpu_cores"], phase
+    actions = {e["action"] for e in summary["events"]}
+    assert {"slow", "heal", "pause", "resume"} <= actions
+    # Faults touched followers only: node 0 is the fixed leader.
+    assert all(0 not in e["nodes"] for e in summary["events"])
+
+    report = (out / "report.md").read_text()
+    assert "History check" in report and "HISTORY CHECK FAILED" not in report
+    assert "## Phase: slowed" in report and "## Phase: stopped" in report
+    assert "<img src='throughput.png'" in (out / "report.html").read_text()
