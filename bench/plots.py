@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from bench.metrics import PERCENTILES, PhaseStats, Window  # noqa: E402
 from bench.phases import FaultEvent  # noqa: E402
@@ -74,6 +75,8 @@ def throughput_plot(
     bottom.plot(t, series["p50_ms"], color="#2ca02c", lw=1.0, label="p50")
     bottom.plot(t, series["p99_ms"], color="#ff7f0e", lw=1.0, label="p99")
     bottom.set_yscale("log")
+    bottom.yaxis.set_major_formatter(ScalarFormatter())
+    bottom.yaxis.set_minor_formatter(NullFormatter())
     bottom.set_ylabel("commit latency (ms)")
     bottom.set_xlabel("seconds since the first phase began (numbers: the nodes faulted)")
     bottom.legend(loc="upper left", fontsize=8)
@@ -95,6 +98,7 @@ def percentiles_plot(path: Path, stats: Sequence[PhaseStats]) -> None:
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
     ax.set_xticks(range(len(stats)), [s.name for s in stats])
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.set_ylabel("commit latency (ms)")
     ax.set_title("Commit latency percentiles per phase")
     ax.legend(fontsize=8)
@@ -117,6 +121,7 @@ def cdf_plot(path: Path, latencies: dict[str, list[float]]) -> None:
             pts.append(n - 1)
         ax.plot([xs[i] for i in pts], [(i + 1) / n for i in pts], lw=1.3, label=f"{name} ({n})")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("commit latency (ms)")
     ax.set_ylabel("fraction of commits")
     ax.set_ylim(0, 1.0)
