@@ -12,7 +12,7 @@ if its body is ``CommandID: <n>, Value <v>`` with the value sent; any other answ
 a connection error, a 200 with a wrong body) is a failure in Locust's statistics. Redirects (a
 follower's 307 to the leader) are followed. Optional tasks read a page of the log (``GET /``) or
 ``GET /status``; their weights, like the rest of this file's options, come from the command line
-or the environment (see ``locust -f loadtest/locustfile.py --help``, "Custom arguments"):
+or the environment, and show in the web UI's form:
 
 | option | environment | default | meaning |
 |---|---|---|---|
@@ -60,7 +60,9 @@ FAIL, UNKNOWN = "fail", "unknown"
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("Paxgos", "options of loadtest/locustfile.py")
+    # ``parser.add_argument`` itself, not an argument group's: Locust's own method is the one
+    # that puts an option in the web UI's form (and sends it to workers).
+    group = parser
     group.add_argument(
         "--propose-weight", type=int, default=1, env_var="PAXGOS_PROPOSE_WEIGHT",
         help="weight of the GET /propose/<random int64> task",
