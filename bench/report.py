@@ -22,6 +22,7 @@ from bench.metrics import PhaseStats, Window
 from bench.phases import FaultEvent
 from paxgos.check import Op
 
+MACHINE = "machine (all processes)"  # the CPU entry for the whole host
 SATURATED = 0.85  # cores: a process above this is (close to) saturating one core
 
 # The targets for 5 nodes and 64 users.
@@ -90,7 +91,7 @@ def _healthy(stats: Sequence[PhaseStats]) -> PhaseStats | None:
 
 
 def _busiest(cpu: dict[str, float]) -> tuple[str, float]:
-    procs = {k: v for k, v in cpu.items() if k != "machine (all processes)"}
+    procs = {k: v for k, v in cpu.items() if k != MACHINE}
     if not procs:
         return "", 0.0
     name = max(procs, key=lambda k: procs[k])
@@ -119,14 +120,17 @@ def reading(result: RunResult, cpu_count: int) -> list[str]:
         )
     for s in result.stats:
         name, cores = _busiest(s.cpu_cores)
-        machine = s.cpu_cores.get("machine (all processes)", math.nan)
+        machine = s.cpu_cores.get(MACHINE, math.nan)
         text = f"CPU in {s.name}: busiest process {name} at {cores:.2f} cores"
         text += " (saturates a core)" if cores >= SATURATED else ""
         locust = sum(v for k, v in s.cpu_cores.items() if k.startswith("locust"))
         text += f"; Locust {locust:.2f} cores"
         if not math.isnan(machine):
+            ours = sum(v for k, v in s.cpu_cores.items() if k != MACHINE)
             text += f"; the whole machine {machine:.2f} of {cpu_count} cores"
             text += " (CPU-bound)" if machine >= cpu_count * 0.9 else ""
+            if machine - ours >= 0.25:
+                text += f", {machine - ours:.2f} of them by processes outside this run"
         out.append(text + ".")
     return out
 

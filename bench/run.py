@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -30,12 +31,12 @@ from bench import plots, report
 from bench.common import cpu_seconds
 from bench.metrics import Window, cpu_per_phase, per_second, phase_latencies, phase_stats
 from bench.phases import Faults, Phase, default_phases
+from bench.report import MACHINE
 from paxgos.check import Op, check, fetch_logs, load_ops
 from paxgos.procs import LocalNodes
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
-MACHINE = "machine (all processes)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--storage", default="sqlite", choices=["sqlite", "memory"], help="node storage")
     add("--node-args", default="", help="extra node options, space-separated")
     add("--no-history", action="store_true", help="leave ops.jsonl.gz out of the report")
+    add("--note", action="append", default=[], help="a sentence for the report's reading")
     args = parser.parse_args(argv)
     quick = {"users": 16, "warmup": 2, "healthy": 6, "slowed": 8, "stopped": 6, "healed": 4}
     quick["rotate_every"] = 3
@@ -176,7 +178,10 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def start_locust(args: argparse.Namespace, host: str, ops: Path, raw: Path, total: float):
+def start_locust(
+    args: argparse.Namespace, host: str, ops: Path, raw: Path, total: float
+) -> subprocess.Popen[bytes]:
+    """Locust headless against ``host`` for at most ``total`` seconds, recording to ``ops``."""
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{math.ceil(total)}s",
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = {
         "name": args.name or out.name,
         "date": f"{started:%Y-%m-%d %H:%M}",
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
         "cluster": f"{args.nodes} node processes on 127.0.0.1, storage {args.storage}"
         + (f", node args {args.node_args}" if args.node_args else ""),
         "leader": "node 0, fixed (leader failover does not exist yet): faults hit followers only",
@@ -330,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         t0=t0,
         check_ok=result.ok,
         check_summary=result.summary(20),
+        notes=list(args.note),
     )
     write_report(out, run, ops, not args.no_history)
     print_summary(run, out)
