@@ -17,6 +17,7 @@ from typing import Any
 from paxgos.check import OK, Op
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+MACHINE = "machine (all processes)"  # the CPU entry for the whole host
 
 
 @dataclass
@@ -150,4 +151,29 @@ def cpu_per_phase(
             if name in first[1] and span > 0:
                 cores[name] = max(0.0, (seconds - first[1][name]) / span)
         out.append(cores)
+    return out
+
+
+def cpu_series(
+    samples: list[tuple[float, dict[str, float]]], t0: float, n: int
+) -> dict[str, list[float]]:
+    """Per-second cores used from ``t0`` on (``n`` seconds): the leader, Locust, every process of
+    the run, and the whole machine, from the rates between consecutive samples."""
+    keys = ("cpu_leader", "cpu_locust", "cpu_run", "cpu_machine")
+    out: dict[str, list[float]] = {k: [math.nan] * n for k in keys}
+    for (ta, a), (tb, b) in zip(samples, samples[1:], strict=False):
+        span = tb - ta
+        if span <= 0:
+            continue
+        rate = {k: (b[k] - a[k]) / span for k in b if k in a}
+        run = [v for k, v in rate.items() if k.startswith(("node", "locust"))]
+        values = {
+            "cpu_leader": rate.get("node 0 (leader)", math.nan),
+            "cpu_locust": sum(v for k, v in rate.items() if k.startswith("locust")),
+            "cpu_run": sum(run),
+            "cpu_machine": rate.get(MACHINE, math.nan),
+        }
+        for i in range(max(0, int(ta - t0)), min(n, math.ceil(tb - t0))):
+            for k in keys:
+                out[k][i] = values[k]
     return out

@@ -1,7 +1,8 @@
 """The report's figures, drawn with matplotlib (Agg backend: no display needed) into PNG files.
 
-- ``throughput.png``: commits/s and errors/s over time, and p50/p99 commit latency per second,
-  with the fault phases shaded and labelled and each injected fault marked;
+- ``throughput.png``: commits/s and errors/s over time, p50/p99 commit latency per second, and
+  the CPU used by the leader, Locust, the whole run and the whole machine, with the fault phases
+  shaded and labelled and each injected fault marked;
 - ``latency_percentiles.png``: p50, p90, p99 and p99.9 commit latency per phase;
 - ``latency_cdf.png``: the commit-latency CDF of each phase.
 """
@@ -16,7 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from bench.metrics import PERCENTILES, PhaseStats, Window  # noqa: E402
 from bench.phases import FaultEvent  # noqa: E402
@@ -47,9 +48,12 @@ def throughput_plot(
     windows: Sequence[Window],
     events: Sequence[FaultEvent],
     t0: float,
+    cpu_count: int = 2,
 ) -> None:
-    """Commits/s (and errors/s) over time above p50/p99 latency per second."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=[3, 2])
+    """Commits/s (and errors/s) over time above p50/p99 latency and CPU use per second."""
+    fig, (top, bottom, cpu) = plt.subplots(
+        3, 1, figsize=(11, 8.5), sharex=True, height_ratios=[3, 2, 2]
+    )
     t = [x + 0.5 for x in series["t"]]
     top.plot(t, series["commits"], color="#1f77b4", lw=1.4, label="commits/s")
     if any(series["errors"]):
@@ -75,12 +79,23 @@ def throughput_plot(
     bottom.plot(t, series["p50_ms"], color="#2ca02c", lw=1.0, label="p50")
     bottom.plot(t, series["p99_ms"], color="#ff7f0e", lw=1.0, label="p99")
     bottom.set_yscale("log")
+    bottom.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     bottom.yaxis.set_major_formatter(ScalarFormatter())
     bottom.yaxis.set_minor_formatter(NullFormatter())
     bottom.set_ylabel("commit latency (ms)")
-    bottom.set_xlabel("seconds since the first phase began (numbers: the nodes faulted)")
     bottom.legend(loc="upper left", fontsize=8)
     _shade(bottom, windows, t0, label=False)
+    if "cpu_machine" in series:
+        cpu.plot(t, series["cpu_machine"], color="#7f7f7f", lw=1.2, label="whole machine")
+        cpu.plot(t, series["cpu_run"], color="#1f77b4", lw=1.0, label="this run (nodes + Locust)")
+        cpu.plot(t, series["cpu_leader"], color="#9467bd", lw=1.0, label="leader (node 0)")
+        cpu.plot(t, series["cpu_locust"], color="#8c564b", lw=1.0, label="Locust")
+        cpu.axhline(cpu_count, color="black", lw=0.6, ls="--")
+        cpu.set_ylim(0, cpu_count * 1.1)
+        cpu.legend(loc="lower left", fontsize=7, ncol=4)
+    cpu.set_ylabel("CPU (cores)")
+    cpu.set_xlabel("seconds since the first phase began (numbers: the nodes faulted)")
+    _shade(cpu, windows, t0, label=False)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -98,7 +113,9 @@ def percentiles_plot(path: Path, stats: Sequence[PhaseStats]) -> None:
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
     ax.set_xticks(range(len(stats)), [s.name for s in stats])
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("commit latency (ms)")
     ax.set_title("Commit latency percentiles per phase")
     ax.legend(fontsize=8)
@@ -121,7 +138,9 @@ def cdf_plot(path: Path, latencies: dict[str, list[float]]) -> None:
             pts.append(n - 1)
         ax.plot([xs[i] for i in pts], [(i + 1) / n for i in pts], lw=1.3, label=f"{name} ({n})")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("commit latency (ms)")
     ax.set_ylabel("fraction of commits")
     ax.set_ylim(0, 1.0)

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import PhaseStats, Window
+from bench.metrics import MACHINE, PhaseStats, Window
 from bench.phases import FaultEvent
 from paxgos.check import Op
 
-MACHINE = "machine (all processes)"  # the CPU entry for the whole host
 SATURATED = 0.85  # cores: a process above this is (close to) saturating one core
 
 # The targets for 5 nodes and 64 users.

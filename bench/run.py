@@ -29,9 +29,16 @@ from pathlib import Path
 
 from bench import plots, report
 from bench.common import cpu_seconds
-from bench.metrics import Window, cpu_per_phase, per_second, phase_latencies, phase_stats
+from bench.metrics import (
+    MACHINE,
+    Window,
+    cpu_per_phase,
+    cpu_series,
+    per_second,
+    phase_latencies,
+    phase_stats,
+)
 from bench.phases import Faults, Phase, default_phases
-from bench.report import MACHINE
 from paxgos.check import Op, check, fetch_logs, load_ops
 from paxgos.procs import LocalNodes
 
@@ -231,6 +238,8 @@ def play(phases: list[Phase], faults: Faults, sampler: Sampler, progress: Progre
                 phase.tick(faults)
                 next_tick += phase.every
             progress.update(phase.name, index, len(phases), now - start, now - run_start)
+            if now - sampler.samples[-1][0] >= 1.0:
+                sampler.sample()
             time.sleep(min(0.2, max(0.0, start + phase.duration - now)))
         end = time.time()
         phase.stop(faults)
@@ -302,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = windows[0].start
     series = per_second(ops, t0, windows[-1].end)
+    series.update(cpu_series(sampler.samples, t0, len(series["t"])))
     cpus = cpu_per_phase(sampler.samples, windows)
     stats = [phase_stats(ops, w, cpu) for w, cpu in zip(windows, cpus, strict=True)]
     setup = {
@@ -343,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_report(out: Path, run: report.RunResult, ops: list[Op], full_history: bool) -> None:
-    plots.throughput_plot(out / "throughput.png", run.series, run.windows, run.events, run.t0)
+    plots.throughput_plot(
+        out / "throughput.png", run.series, run.windows, run.events, run.t0, os.cpu_count() or 1
+    )
     plots.percentiles_plot(out / "latency_percentiles.png", run.stats)
     plots.cdf_plot(out / "latency_cdf.png", {w.name: phase_latencies(ops, w) for w in run.windows})
     files = report.write_raw(out, run, ops, full_history)
