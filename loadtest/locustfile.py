@@ -62,25 +62,24 @@ FAIL, UNKNOWN = "fail", "unknown"
 def _add_arguments(parser: Any) -> None:
     # ``parser.add_argument`` itself, not an argument group's: Locust's own method is the one
     # that puts an option in the web UI's form (and sends it to workers).
-    group = parser
-    group.add_argument(
+    parser.add_argument(
         "--propose-weight", type=int, default=1, env_var="PAXGOS_PROPOSE_WEIGHT",
         help="weight of the GET /propose/<random int64> task",
     )  # fmt: skip
-    group.add_argument(
+    parser.add_argument(
         "--history-weight", type=int, default=0, env_var="PAXGOS_HISTORY_WEIGHT",
         help="weight of the GET /?limit=100 task (a page of the committed log)",
     )  # fmt: skip
-    group.add_argument(
+    parser.add_argument(
         "--status-weight", type=int, default=0, env_var="PAXGOS_STATUS_WEIGHT",
         help="weight of the GET /status task",
     )  # fmt: skip
-    group.add_argument(
+    parser.add_argument(
         "--record-ops", default="", env_var="PAXGOS_RECORD_OPS",
         help="write every proposal as a JSON line (the history checker's ops format) to this "
         "path; workers write PATH with their pid before the suffix",
     )  # fmt: skip
-    group.add_argument(
+    parser.add_argument(
         "--request-timeout", type=float, default=30.0, env_var="PAXGOS_REQUEST_TIMEOUT",
         help="client-side timeout of one request, in seconds",
     )  # fmt: skip
@@ -120,7 +119,12 @@ class OpRecorder:
             f'"outcome":"{outcome}","slot":{slot_text}}}\n'
         )
 
+    def flush(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+
     def close(self) -> None:
+        """Write the proposals still in flight as ``unknown`` and close the file."""
         if self._file.closed:
             return
         now = time.time()
@@ -153,7 +157,7 @@ def recorder_for(environment: Environment) -> OpRecorder | None:
 @events.test_stop.add_listener
 def _close_on_stop(**_: Any) -> None:
     if _recorder is not None:
-        _recorder._file.flush()
+        _recorder.flush()
 
 
 @events.quitting.add_listener
