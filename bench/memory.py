@@ -28,7 +28,7 @@ def main() -> int:
             done = 0
             while done < args.commits:
                 rate = fill(nodes, min(args.step, args.commits - done))
-                done = nodes.wait_converged(timeout=120)
+                done = nodes.wait_converged(timeout=120, at_least=nodes.status(0)["commit_index"])
                 print(
                     f"{done:>9}    " + "  ".join(f"{rss_mib(p):8.1f} MiB" for p in pids)
                     + f"   ({rate:.0f} commits/s)"

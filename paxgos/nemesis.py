@@ -94,7 +94,7 @@ def run_nemesis(
             ops = load.stop()
         (workdir / "nemesis.log").write_text("\n".join(nemesis.log) + "\n")
         dump_ops(ops, workdir / "ops.jsonl")
-        nodes.wait_converged(timeout=60)
+        nodes.wait_converged(timeout=60, at_least=max((op.slot or 0 for op in ops), default=0))
         logs = fetch_logs(nodes.urls)
         dump_logs(logs, workdir / "logs.json")
         result = check(ops, logs, require_complete=True)

@@ -145,8 +145,11 @@ class LocalNodes:
             start = page["next"]
         return entries
 
-    def wait_converged(self, timeout: float = 10.0, nodes: list[int] | None = None) -> int:
-        """Wait until the given nodes (default: all) report the same commit index; return it."""
+    def wait_converged(
+        self, timeout: float = 10.0, nodes: list[int] | None = None, at_least: int = 0
+    ) -> int:
+        """Wait until the given nodes (default: all) report the same commit index, at least
+        ``at_least`` (the highest slot a client was told, say); return it."""
         ids = nodes if nodes is not None else list(range(self.count))
         deadline = time.monotonic() + timeout
         seen: list[int] = []
@@ -155,7 +158,7 @@ class LocalNodes:
                 seen = [self.status(i)["commit_index"] for i in ids]
             except OSError:
                 seen = []
-            if seen and len(set(seen)) == 1:
+            if seen and len(set(seen)) == 1 and seen[0] >= at_least:
                 return seen[0]
             time.sleep(0.05)
         raise TimeoutError(f"nodes {ids} did not converge within {timeout}s: {seen}")

@@ -47,9 +47,12 @@ def test_propose_answers_command_id_and_every_node_lists_it(cluster: LocalNodes)
 
 
 def test_history_is_in_slot_order_and_identical_on_every_node(cluster: LocalNodes) -> None:
+    slots = []
     for value in (1, -2, 3):
-        assert propose(cluster, value)[0] == 200
-    commit = cluster.wait_converged(timeout=5)
+        code, body = propose(cluster, value)
+        assert code == 200
+        slots.append(int(COMMIT.fullmatch(body).group(1)))  # type: ignore[union-attr]
+    commit = cluster.wait_converged(timeout=5, at_least=max(slots))
     logs = [cluster.history(i) for i in range(cluster.count)]
     assert all(log == logs[0] for log in logs)
     assert [slot for slot, _ in logs[0]] == list(range(1, commit + 1))
@@ -66,7 +69,7 @@ def test_concurrent_proposals_get_distinct_slots_and_one_slot_each(cluster: Loca
         assert match and int(match.group(2)) == value
         slots[value] = int(match.group(1))
     assert len(set(slots.values())) == len(values)  # nobody shares a slot
-    cluster.wait_converged(timeout=5)
+    cluster.wait_converged(timeout=5, at_least=max(slots.values()))
     for i in range(cluster.count):
         log = dict(cluster.history(i))
         for value, slot in slots.items():
@@ -130,7 +133,8 @@ def test_status(cluster: LocalNodes) -> None:
 def test_history_is_paged(cluster: LocalNodes) -> None:
     code, _, body = cluster.get(0, "/autopropose?count=30")
     assert code == 200
-    commit = cluster.wait_converged(timeout=5)
+    last = max(int(m.group(1)) for m in COMMIT.finditer(body))
+    commit = cluster.wait_converged(timeout=5, at_least=last)
     code, headers, body = cluster.get(1, "/?from=2&limit=10")
     lines = body.splitlines()
     assert lines[0] == "History:" and len(lines) == 11

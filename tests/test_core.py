@@ -990,3 +990,30 @@ def test_new_leader_reproposes_the_highest_accepted_value(data: st.DataObject) -
     c.run()
     c.check()
     event(f"holes: {sum(v is None for v in c.log(leader)) > 0}")
+
+
+def test_candidate_outbid_while_catching_up_does_not_lead() -> None:
+    """Regression (found by test_competing_nodes_never_choose_two_values): a candidate waiting
+    for catch-up before leading was outbid, stepped down, and then led anyway when the
+    catch-up reply came, under the ballot that had outbid it (another node's)."""
+    c = Cluster(3)
+    c.down = {1}
+    c.propose(0, [7])
+    c.flush(0)
+    c.run()
+    c.down = set()
+    c.net.clear()
+    c.handle(1, c.nodes[1].campaign())  # node 1 is behind: it must catch up before leading
+    c.run(keep=lambda e: not isinstance(e[2], CatchupRequest))
+    assert c.nodes[1].role == CANDIDATE and c.nodes[1].awaiting_commit == 1
+    c.handle(0, c.nodes[0].campaign())  # outbid by node 0
+    c.run(keep=lambda e: e[1] == 1 and isinstance(e[2], Prepare))
+    assert c.nodes[1].role == FOLLOWER
+    entries = c.stores[0].read_chosen(1, 10)
+    reply = c.nodes[0].answer_catchup(CatchupRequest(1, 1, 10), entries)
+    c.handle(1, c.nodes[1].step(reply))
+    c.handle(1, c.nodes[1].flush())
+    assert c.nodes[1].role == FOLLOWER
+    assert not [e for e in c.net if e[0] == 1 and isinstance(e[2], Accept)]
+    assert all(b.node == 1 for b in [c.nodes[1].ballot] if c.nodes[1].ballot != ZERO)
+    c.check()

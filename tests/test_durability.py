@@ -33,7 +33,7 @@ def wait_ok(history: History, more_than: int, timeout: float = 20.0) -> None:
 def assert_history_holds(nodes: LocalNodes, clients: LoadClients, min_ok: int) -> None:
     ops = clients.stop()
     assert sum(op.outcome == "ok" for op in ops) >= min_ok
-    nodes.wait_converged(timeout=30)
+    nodes.wait_converged(timeout=30, at_least=max(op.slot or 0 for op in ops))
     result = check(ops, fetch_logs(nodes.urls), require_complete=True)
     assert result.ok, result.summary()
 
@@ -135,7 +135,8 @@ def test_full_disk_fails_requests_clearly_and_keeps_state(
     # cluster agrees on every slot.
     nodes.stop(0)
     nodes.start(0)
-    assert propose(nodes.urls[0], 8)[0] == "ok"
-    nodes.wait_converged(timeout=20)
+    outcome, slot, _ = propose(nodes.urls[0], 8)
+    assert outcome == "ok" and slot
+    nodes.wait_converged(timeout=20, at_least=slot)
     logs = fetch_logs(nodes.urls)
     assert logs[0] == logs[1] == logs[2]

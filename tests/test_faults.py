@@ -20,11 +20,16 @@ def timed_propose(nodes: LocalNodes, value: int, timeout: float = 15.0) -> tuple
     return code, body, time.monotonic() - started
 
 
-def assert_commits(nodes: LocalNodes, values: range, slower_than: float = 1.0) -> None:
+def assert_commits(nodes: LocalNodes, values: range, slower_than: float = 1.0) -> int:
+    """Propose each value; each must commit within ``slower_than`` seconds.  The last slot."""
+    slot = 0
     for value in values:
         code, body, took = timed_propose(nodes, value)
-        assert code == 200 and COMMIT.fullmatch(body), body
+        match = COMMIT.fullmatch(body)
+        assert code == 200 and match, body
         assert took < slower_than, f"proposal took {took:.2f}s"
+        slot = int(match.group(1))
+    return slot
 
 
 def test_two_of_five_stopped_still_commit_fast(make_nodes: Callable[..., LocalNodes]) -> None:
@@ -34,11 +39,11 @@ def test_two_of_five_stopped_still_commit_fast(make_nodes: Callable[..., LocalNo
     nodes.pause(4)
     try:
         # The leader acts on the fastest majority: a stopped minority adds no wait.
-        assert_commits(nodes, range(100, 120), slower_than=0.5)
+        last = assert_commits(nodes, range(100, 120), slower_than=0.5)
     finally:
         nodes.resume(3)
         nodes.resume(4)
-    commit = nodes.wait_converged(timeout=10)
+    commit = nodes.wait_converged(timeout=10, at_least=last)
     logs = [nodes.history(i) for i in range(5)]
     assert all(log == logs[0] for log in logs) and len(logs[0]) == commit
 
@@ -59,8 +64,8 @@ def test_three_of_five_stopped_fail_clearly_then_recover(
         for i in (2, 3, 4):
             nodes.resume(i)
     # The cluster goes on, and the timed-out value, still in flight, may now be chosen.
-    assert_commits(nodes, range(10, 13), slower_than=3.0)
-    nodes.wait_converged(timeout=10)
+    last = assert_commits(nodes, range(10, 13), slower_than=3.0)
+    nodes.wait_converged(timeout=10, at_least=last)
     values = [v for _, v in nodes.history(1)]
     assert values.count(4242) <= 1
 

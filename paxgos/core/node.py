@@ -114,7 +114,8 @@ class Node:
         self.catchup_sent_at: float | None = None
         # proposer
         self.role = FOLLOWER
-        self.ballot = ZERO  # our ballot while candidate or leader
+        self.ballot = ZERO  # our own ballot while candidate or leader (always ours)
+        self.seen = ZERO  # the highest ballot that refused or outbid ours
         self.promises: dict[int, Promise] = {}
         self.prepare_sent_at = 0.0
         self.awaiting_commit = 0  # candidate: catch up to this before leading
@@ -140,7 +141,7 @@ class Node:
             return self.id
         # The highest ballot seen: the promised one, or one that refused us (which our acceptor
         # never promised).  Our own ballot, now that we follow, names no leader.
-        top = max(self.promised, self.ballot)
+        top = max(self.promised, self.seen)
         if top != ZERO:
             return top.node if top.node != self.id else None
         return self.config.initial_leader
@@ -263,7 +264,7 @@ class Node:
     def _campaign(self, ready: Ready) -> None:
         self.recampaign_at = None
         self.role = CANDIDATE
-        self.ballot = max(self.promised, self.ballot).next_for(self.id)
+        self.ballot = max(self.promised, self.ballot, self.seen).next_for(self.id)
         # Promise our own ballot durably before any Prepare leaves: the self-Prepare may still
         # be in flight when we crash, and a restart would then pick this same ballot again and
         # could propose a second value under it (found by paxgos.sim, seed 260).
@@ -299,7 +300,10 @@ class Node:
         while self.queue:
             request, _ = self.queue.popleft()
             ready.outcomes.append(Rejected(request, "not_leader", leader))
-        self.ballot = max(self.ballot, seen)  # for leader(), and to outbid it next time
+        self.seen = max(self.seen, seen)  # for leader(), and to outbid it next time
+        # A candidate waiting to catch up must not finish phase 1 after losing it.
+        self.promises = {}
+        self.awaiting_commit = 0
         if self.id == self.config.initial_leader:
             # The distinguished proposer keeps its post: outbid (say, by its own pre-restart
             # ballot), it tries again above what it saw, after a pause.
@@ -433,7 +437,11 @@ class Node:
             self.commit_unsent = self.role == LEADER
             if self.commit > self.known_commit:
                 self.known_commit = self.commit
-            if self.awaiting_commit and self.commit >= self.awaiting_commit:
+            if (
+                self.role == CANDIDATE
+                and self.awaiting_commit
+                and self.commit >= self.awaiting_commit
+            ):
                 self._lead(ready)
 
     def _note_commit(self, commit: int, source: int) -> None:

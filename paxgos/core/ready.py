@@ -1,12 +1,19 @@
 """What one input to the core produces: state to persist, messages to send, answers to give.
 
 ``Node`` methods each take one input and return a ``Ready``.  The host (``paxgos.net`` or the
-simulator) must apply it in this order:
+simulator) writes ``persist`` to stable storage and releases the rest under these rules; doing
+everything in order (persist, response, messages, outcomes) satisfies them all:
 
-1. write ``persist`` to stable storage (durably, before anything below leaves the node);
-2. deliver ``response`` to whoever sent the input message (the HTTP response body);
-3. send ``messages`` (``(to, message)`` pairs; ``to`` may be the node itself);
-4. complete the client requests named in ``outcomes``.
+1. ``response``, the answer to the input message (the HTTP response body), leaves only once this
+   Ready's ``persist`` and that of every earlier Ready are durable: an acceptor's answer may
+   reveal state an earlier input changed (a duplicate Prepare is answered from the promise a
+   previous one made).
+2. ``messages`` (``(to, message)`` pairs; ``to`` may be the node itself) leave once this Ready's
+   own ``persist`` is durable (a new ballot is promised to oneself before its Prepare goes out).
+   They are requests from the proposer or learner and never carry acceptor state, so they need
+   not wait for earlier Readys' writes.
+3. ``outcomes`` (client requests completed) may be released at once: a ``Committed`` value is
+   chosen, i.e. already durable on a majority of acceptors; the rest promise nothing.
 
 This is the contract that keeps ``core`` free of I/O, after etcd's raft ``Ready``.
 """

@@ -1,10 +1,10 @@
 """The host that runs one ``paxgos.core.Node`` on a Tornado event loop.
 
 It owns everything the pure core may not: the clock (a periodic ``tick``), the end of each
-event-loop turn (``flush``), the store, the peers, and the futures of waiting clients.  Its one
-rule is the ``Ready`` contract: a Ready's ``persist`` is on stable storage before its response,
-messages and outcomes are released, and Readys are released in the order they were made (a later
-answer may reveal state an earlier Ready persisted).
+event-loop turn (``flush``), the store, the peers, and the futures of waiting clients.  It keeps
+the ``Ready`` contract of ``paxgos.core.ready``: a response leaves only once its Ready's and
+every earlier Ready's ``persist`` is on stable storage, messages once their own Ready's is, and
+outcomes at once.
 
 With a durable store, writes go to a single writer thread; every Ready that arrives while a
 write is under way joins the next write, so one fsync covers a whole batch (group commit) and the
@@ -173,9 +173,21 @@ class NodeHost:
                     self._storage_failed(exc, [(ready, respond)])
                     return
             self._release(ready, respond)
-        elif not ready.persist and not self._queue and not self._writing:
-            self._release(ready, respond)  # nothing to wait for
         else:
+            # Outcomes state what a majority of acceptors has already made durable: they go
+            # at once.  Messages are requests and never carry acceptor state: they wait only
+            # for this Ready's own persist.  A response may reveal what an earlier Ready
+            # changed: it waits for every write before it (see paxgos.core.ready).
+            self._complete(ready.outcomes)
+            ready.outcomes = []
+            if not ready.persist:
+                self._send(ready.messages)
+                ready.messages = []
+                if respond is None:
+                    return
+                if not self._queue and not self._writing:
+                    respond(ready.response)
+                    return
             self._queue.append((ready, respond))
             if not self._writing:
                 self._write()
@@ -205,9 +217,15 @@ class NodeHost:
     def _release(self, ready: Ready, respond: Respond | None) -> None:
         if respond is not None:
             respond(ready.response)
-        for to, msg in ready.messages:
+        self._send(ready.messages)
+        self._complete(ready.outcomes)
+
+    def _send(self, messages: list[tuple[int, Message]]) -> None:
+        for to, msg in messages:
             self.transport.send(to, msg)
-        for outcome in ready.outcomes:
+
+    def _complete(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
             waiter = self._waiters.pop(outcome.request, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
