@@ -176,7 +176,9 @@ class Node:
         return ready
 
     def propose(self, request: int, value: int) -> Ready:
-        """Queue client ``request`` to commit ``value``; it goes out with the next ``flush``."""
+        """Queue client ``request`` to commit ``value``; it goes out with the next ``flush``,
+        or at once when it fills a whole batch (so that acceptors work on one batch while the
+        leader is still reading the requests of the next)."""
         ready = Ready()
         if self.role == FOLLOWER:
             ready.outcomes.append(Rejected(request, "not_leader", self.leader()))
@@ -184,6 +186,8 @@ class Node:
             ready.outcomes.append(Rejected(request, "overloaded", self.id))
         else:
             self.queue.append((request, value))
+            if len(self.queue) >= self.config.max_batch:
+                self._flush(ready)
         return ready
 
     def flush(self) -> Ready:

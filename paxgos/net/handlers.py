@@ -135,7 +135,9 @@ class AutoProposeHandler(BaseHandler):
         self.set_header(
             "Content-Type", "application/x-ndjson" if as_json else "text/plain; charset=utf-8"
         )
-        proposals = [self.host.propose(random.randint(INT64_MIN, INT64_MAX)) for _ in range(count)]
+        proposals = [
+            self.host.propose_future(random.randint(INT64_MIN, INT64_MAX)) for _ in range(count)
+        ]
         by_future = {future: request for request, future in proposals}
         pending = set(by_future)
         try:

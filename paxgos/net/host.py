@@ -33,6 +33,9 @@ from paxgos.storage import Store
 
 log = logging.getLogger("paxgos.net")
 
+Done = Callable[[Any], None]
+"""Called with a client request's ``Outcome``, or with the exception that ended it."""
+
 Respond = Callable[[Any], None]
 """Called with the Ready's response message (or ``None``), or with an exception on failure."""
 
@@ -61,7 +64,9 @@ class NodeHost:
         self.failed: str | None = None
         self.store_writes = 0  # group commits to a durable store (one fsync each)
         self.store_records = 0  # Readys' Persist records they carried
-        self._waiters: dict[int, asyncio.Future[Outcome]] = {}
+        # Client requests waiting for their outcome: request id -> callback.  Plain callbacks,
+        # not futures: a future per request costs an extra event-loop turn on the hot path.
+        self._waiters: dict[int, Done] = {}
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._request_ids = itertools.count(1)
         self._flush_scheduled = False
@@ -117,19 +122,33 @@ class NodeHost:
             self.input(self.node.step(msg), respond)
         return future
 
-    def propose(self, value: int) -> tuple[int, asyncio.Future[Outcome]]:
-        """Ask the core to commit ``value``; the future completes with the request's outcome,
-        or with ``TimeoutError`` after ``request_timeout`` seconds (outcome unknown)."""
+    def propose(self, value: int, done: Done) -> int:
+        """Ask the core to commit ``value``; ``done`` is called once with the request's outcome,
+        or with ``TimeoutError`` after ``request_timeout`` seconds (outcome unknown), or with
+        ``StorageFailed``.  Returns the request id."""
         request = next(self._request_ids)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self.failed:
-            future.set_exception(StorageFailed(self.failed))
-            return request, future
-        self._waiters[request] = future
+            done(StorageFailed(self.failed))
+            return request
+        self._waiters[request] = done
         # One timer per request would cost more than the request; the tick sweeps deadlines.
         self._deadlines.append((time.monotonic() + self.request_timeout, request))
         self.input(self.node.propose(request, value))
-        return request, future
+        return request
+
+    def propose_future(self, value: int) -> tuple[int, asyncio.Future[Outcome]]:
+        """``propose`` for coroutines: the future gets the outcome or the exception."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(result: Outcome | Exception) -> None:
+            if future.done():
+                return
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        return self.propose(value, done), future
 
     def forget(self, request: int) -> None:
         """The client stopped waiting for ``request`` (it timed out)."""
@@ -151,8 +170,8 @@ class NodeHost:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, request = self._deadlines.popleft()
             waiter = self._waiters.pop(request, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(TimeoutError())
+            if waiter is not None:
+                waiter(TimeoutError())
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -227,8 +246,8 @@ class NodeHost:
     def _complete(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             waiter = self._waiters.pop(outcome.request, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(outcome)
+            if waiter is not None:
+                waiter(outcome)
 
     def _storage_failed(
         self, exc: BaseException, batch: list[tuple[Ready, Respond | None]]
@@ -242,7 +261,6 @@ class NodeHost:
         for _, respond in batch:
             if respond is not None:
                 respond(error)
-        for waiter in self._waiters.values():
-            if not waiter.done():
-                waiter.set_exception(error)
-        self._waiters.clear()
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter(error)

@@ -68,14 +68,11 @@ class ProposeRequest(HTTPMessageDelegate):
         if self.answer is not None:
             self.respond(self.answer)
             return
-        request, future = host.propose(self.value)
+        host.propose(self.value, self.done)
 
-        def done(future: Any) -> None:
-            host.forget(request)
-            result = future.exception() or future.result()
-            self.respond(outcome_answer(host, result, self.uri))
-
-        future.add_done_callback(done)
+    def done(self, result: Any) -> None:
+        """The proposal's outcome (or exception) is in: answer it."""
+        self.respond(outcome_answer(self.host, result, self.uri))
 
     def respond(self, answer: Answer) -> None:
         body = answer.body(self.as_json)
