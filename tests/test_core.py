@@ -226,10 +226,15 @@ def test_proposals_queued_before_one_flush_go_out_in_one_accept() -> None:
 
 def test_max_batch_splits_a_long_queue() -> None:
     c = Cluster(3, {"max_batch": 2})
-    c.propose(0, [1, 2, 3, 4, 5])
-    ready = c.nodes[0].flush()
-    firsts = sorted({(m.first, m.values) for _, m in ready.messages if isinstance(m, Accept)})
-    assert firsts == [(1, (1, 2)), (3, (3, 4)), (5, (5,))]
+    c.propose(0, [1, 2, 3, 4])
+    # A full batch goes out at once, without waiting for the end of the turn ...
+    sent = {(m.first, m.values) for _, _, m in of_type(c.net, Accept)}
+    assert sorted(sent) == [(1, (1, 2)), (3, (3, 4))]
+    c.propose(0, [5], 5)
+    assert len(of_type(c.net, Accept)) == 2 * 3
+    c.flush(0)  # ... and what is left, at the end of the turn.
+    sent = {(m.first, m.values) for _, _, m in of_type(c.net, Accept)}
+    assert sorted(sent) == [(1, (1, 2)), (3, (3, 4)), (5, (5,))]
 
 
 def test_window_bounds_the_rounds_in_flight() -> None:
