@@ -18,7 +18,8 @@ from pathlib import Path
 
 from paxgos.check import CheckResult, History, check, dump_logs, dump_ops, fetch_logs
 from paxgos.check.client import LoadClients
-from paxgos.procs import LocalNodes, http_get
+from paxgos.check.fetch import http_get
+from paxgos.procs import LocalNodes
 
 
 @dataclass

@@ -14,11 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from paxgos.check.fetch import fetch_log, http_get
 from paxgos.cluster import free_ports
 
 
@@ -133,17 +132,7 @@ class LocalNodes:
 
     def history(self, i: int) -> list[tuple[int, int | None]]:
         """Node ``i``'s whole committed log, fetched page by page."""
-        entries: list[tuple[int, int | None]] = []
-        start: int | None = 1
-        for _ in range(100_000):
-            if start is None:
-                break
-            code, _, body = self.get(i, f"/?from={start}&limit=10000", json_body=True)
-            assert code == 200, body
-            page = json.loads(body)
-            entries.extend((e["slot"], e["value"]) for e in page["entries"])
-            start = page["next"]
-        return entries
+        return fetch_log(self.urls[i])
 
     def wait_converged(
         self, timeout: float = 10.0, nodes: list[int] | None = None, at_least: int = 0
@@ -162,24 +151,3 @@ class LocalNodes:
                 return seen[0]
             time.sleep(0.05)
         raise TimeoutError(f"nodes {ids} did not converge within {timeout}s: {seen}")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirect)
-
-
-def http_get(
-    url: str, timeout: float = 10.0, json_body: bool = False, method: str = "GET"
-) -> tuple[int, dict[str, str], str]:
-    """One HTTP request: status, headers, body; HTTP errors are answers, not exceptions."""
-    headers = {"Accept": "application/json"} if json_body else {}
-    request = urllib.request.Request(url, headers=headers, method=method)
-    try:
-        with _opener.open(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from paxgos.procs import LocalNodes, http_get
+from paxgos.check.fetch import http_get
+from paxgos.procs import LocalNodes
 
 COMMIT = re.compile(r"CommandID: (\d+), Value (-?\d+)\n")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from paxgos.procs import LocalNodes, http_get
+from paxgos.check.fetch import http_get
+from paxgos.procs import LocalNodes
 
 NODE_LINE = re.compile(r"node (\d+)  (http://127\.0\.0\.1:\d+)  (leader|follower)  \(pid (\d+)\)")
 

@@ -9,7 +9,8 @@ import re
 import time
 from collections.abc import Callable
 
-from paxgos.procs import LocalNodes, http_get
+from paxgos.check.fetch import http_get
+from paxgos.procs import LocalNodes
 
 COMMIT = re.compile(r"CommandID: (\d+), Value (-?\d+)\n")
 

@@ -16,21 +16,13 @@ import re
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 
+from paxgos.check.fetch import http_get
 from paxgos.check.model import FAIL, OK, UNKNOWN, Op
 from paxgos.check.record import History
 
 COMMIT_LINE = re.compile(r"CommandID: (\d+), Value (-?\d+)\n?")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirect)
 
 
 def classify(status: int, body: str, value: int) -> tuple[str, int | None]:
@@ -48,22 +40,17 @@ def classify(status: int, body: str, value: int) -> tuple[str, int | None]:
 
 
 def propose(url: str, value: int, timeout: float = 10.0) -> tuple[str, int | None, str]:
-    """``GET url/propose/value``: outcome, slot and the answer's first line."""
+    """``GET url/propose/value``: outcome, slot and the answer (status and first line)."""
     try:
-        with _opener.open(f"{url}/propose/{value}", timeout=timeout) as response:
-            body = response.read().decode()
-            outcome, slot = classify(response.status, body, value)
-            return outcome, slot, body.strip()
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
-        outcome, slot = classify(exc.code, body, value)
-        return outcome, slot, f"{exc.code} {body.strip()}"
+        status, _, body = http_get(f"{url}/propose/{value}", timeout)
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
-            return FAIL, None, "connection refused"
+            return FAIL, None, "connection refused"  # nothing was sent
         return UNKNOWN, None, str(exc.reason)
     except OSError as exc:  # timeouts, resets after the request went out
         return UNKNOWN, None, str(exc)
+    outcome, slot = classify(status, body, value)
+    return outcome, slot, f"{status} {body.strip()}"
 
 
 class LoadClients:

@@ -40,6 +40,21 @@ Respond = Callable[[Any], None]
 """Called with the Ready's response message (or ``None``), or with an exception on failure."""
 
 
+def settle(future: asyncio.Future[Any]) -> Callable[[Any], None]:
+    """A callback that completes ``future`` with its argument, or fails it if that is an
+    exception (once; later calls are ignored)."""
+
+    def complete(result: Any) -> None:
+        if future.done():
+            return
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    return complete
+
+
 class NodeHost:
     """Drives one core ``Node``: inputs from HTTP handlers and timers, outputs to peers,
     clients and the store."""
@@ -107,19 +122,10 @@ class NodeHost:
     def deliver(self, msg: Message) -> asyncio.Future[Any]:
         """Hand a peer's message to the core; the future gets the response message (or None)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def respond(result: Any) -> None:
-            if future.done():
-                return
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
         if self.failed:
             future.set_exception(StorageFailed(self.failed))
         else:
-            self.input(self.node.step(msg), respond)
+            self.input(self.node.step(msg), settle(future))
         return future
 
     def propose(self, value: int, done: Done) -> int:
@@ -139,16 +145,7 @@ class NodeHost:
     def propose_future(self, value: int) -> tuple[int, asyncio.Future[Outcome]]:
         """``propose`` for coroutines: the future gets the outcome or the exception."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-
-        def done(result: Outcome | Exception) -> None:
-            if future.done():
-                return
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-        return self.propose(value, done), future
+        return self.propose(value, settle(future)), future
 
     def forget(self, request: int) -> None:
         """The client stopped waiting for ``request`` (it timed out)."""
