@@ -50,10 +50,31 @@ class PhaseStats:
     latency_ms: dict[str, float]  # p50, p90, p99, p99.9, max, mean
     cpu_cores: dict[str, float] = field(default_factory=dict)  # process name -> cores used
     per_second_min: float = 0.0  # the worst full second of throughput
+    per_second_max: float = 0.0  # the best full second
     fault: bool = False
 
+    @property
+    def run_cores(self) -> float:
+        """Cores used by this run's own processes (nodes and Locust)."""
+        return sum(v for k, v in self.cpu_cores.items() if k.startswith(("node", "locust")))
+
+    @property
+    def commits_per_core_s(self) -> float:
+        """Commits per CPU-second of this run's processes: comparable between phases even when
+        other load on the host takes a varying share of the CPUs."""
+        cores = self.run_cores
+        return self.commits_per_s / cores if cores > 0 else math.nan
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["run_cores"] = self.run_cores
+        out["commits_per_core_s"] = self.commits_per_core_s
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PhaseStats:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -132,6 +153,7 @@ def phase_stats(ops: Sequence[Op], window: Window, cpu: dict[str, float]) -> Pha
         latency_ms=latency_summary(phase_latencies(ops, window)),
         cpu_cores=cpu,
         per_second_min=min(full) if full else math.nan,
+        per_second_max=max(full) if full else math.nan,
         fault=window.fault,
     )
 

@@ -117,6 +117,17 @@ def reading(result: RunResult, cpu_count: int) -> list[str]:
             f"{ms(s.latency_ms['p99'])} ms, {p99:.2f}× healthy."
             + (f" {s.errors} errors ({s.fail} fail, {s.unknown} unknown)." if s.errors else "")
         )
+    if not math.isnan(base.commits_per_core_s):
+        out.append(
+            "Per CPU-second of this run's own processes (fair between phases when other load "
+            "on the host varies): "
+            + ", ".join(
+                f"{s.name} {num(s.commits_per_core_s)} commits"
+                + ("" if s is base else f" ({s.commits_per_core_s / base.commits_per_core_s:.0%})")
+                for s in result.stats
+            )
+            + "."
+        )
     for s in result.stats:
         name, cores = _busiest(s.cpu_cores)
         machine = s.cpu_cores.get(MACHINE, math.nan)
@@ -174,7 +185,8 @@ def phase_table(s: PhaseStats) -> Table:
         ["duration", f"{s.duration_s:.1f} s"],
         ["commits", f"{s.commits:,}"],
         ["commits/s", num(s.commits_per_s)],
-        ["worst second (commits)", num(s.per_second_min)],
+        ["worst / best second (commits)", f"{num(s.per_second_min)} / {num(s.per_second_max)}"],
+        ["commits per core-second of the run", num(s.commits_per_core_s)],
         ["latency p50 / p90", f"{ms(lat['p50'])} / {ms(lat['p90'])} ms"],
         ["latency p99 / p99.9", f"{ms(lat['p99'])} / {ms(lat['p99.9'])} ms"],
         ["latency max / mean", f"{ms(lat['max'])} / {ms(lat['mean'])} ms"],
@@ -201,10 +213,13 @@ def summary_table(stats: Sequence[PhaseStats]) -> Table:
                 ms(s.latency_ms["p99.9"]),
                 ms(s.latency_ms["max"]),
                 str(s.errors),
+                f"{s.run_cores:.2f}",
+                num(s.commits_per_core_s),
             ]
         )
     headers = ["phase", "length", "commits/s", "vs healthy", "p50 ms", "p90 ms", "p99 ms"]
-    return Table(headers + ["p99.9 ms", "max ms", "errors"], rows)
+    headers += ["p99.9 ms", "max ms", "errors", "run cores", "commits/core-s"]
+    return Table(headers, rows)
 
 
 def cpu_table(stats: Sequence[PhaseStats]) -> Table:
@@ -384,6 +399,7 @@ def write_raw(
         "phases": [s.to_dict() for s in result.stats],
         "windows": [vars(w) for w in result.windows],
         "events": [vars(e) for e in result.events],
+        "notes": result.notes,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str), "utf-8")
     files.append("summary.json")

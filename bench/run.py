@@ -13,7 +13,10 @@ failed.
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
+import gzip
+import json
 import math
 import os
 import platform
@@ -31,6 +34,7 @@ from bench import plots, report
 from bench.common import cpu_seconds
 from bench.metrics import (
     MACHINE,
+    PhaseStats,
     Window,
     cpu_per_phase,
     cpu_series,
@@ -38,7 +42,7 @@ from bench.metrics import (
     phase_latencies,
     phase_stats,
 )
-from bench.phases import Faults, Phase, default_phases
+from bench.phases import FaultEvent, Faults, Phase, default_phases
 from paxgos.check import Op, check, fetch_logs, load_ops
 from paxgos.procs import LocalNodes
 
@@ -74,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--node-args", default="", help="extra node options, space-separated")
     add("--no-history", action="store_true", help="leave ops.jsonl.gz out of the report")
     add("--note", action="append", default=[], help="a sentence for the report's reading")
+    add(
+        "--render", type=Path, metavar="DIR",
+        help="redraw the report in DIR from its own data (summary.json, series.csv, "
+        "latency.csv.gz) without running anything; --note adds to its notes",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     quick = {"users": 16, "warmup": 2, "healthy": 6, "slowed": 8, "stopped": 6, "healed": 4}
     quick["rotate_every"] = 3
@@ -259,6 +268,8 @@ def load_recorded(ops_path: Path) -> list[Op]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        return render(args.render, args.note)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "raw"
@@ -371,3 +382,34 @@ def print_summary(run: report.RunResult, out: Path) -> None:
     for line in report.reading(run, os.cpu_count() or 1):
         print("- " + line)
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+
+
+def render(out: Path, notes: list[str]) -> int:
+    """Redraw the report in ``out`` from the data a run left there (see ``--render``)."""
+    summary = json.loads((out / "summary.json").read_text())
+    t0 = float(summary["t0"])
+    with open(out / "series.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    series = {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+    ops: list[Op] = []
+    with gzip.open(out / "latency.csv.gz", "rt", newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            start = t0 + float(row["start_s"])
+            end = start + float(row["latency_ms"]) / 1000
+            slot = int(row["slot"]) if row["slot"] else None
+            ops.append(Op("c", i, start, end, row["outcome"], slot))  # values are not kept
+    run = report.RunResult(
+        name=summary["name"],
+        setup=summary["setup"],
+        windows=[Window(**w) for w in summary["windows"]],
+        stats=[PhaseStats.from_dict(d) for d in summary["phases"]],
+        series=series,
+        events=[FaultEvent(**e) for e in summary["events"]],
+        t0=t0,
+        check_ok=bool(summary["check"]["ok"]),
+        check_summary=summary["check"]["summary"],
+        notes=list(summary.get("notes", [])) + notes,
+    )
+    write_report(out, run, ops, full_history=False)
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    return 0 if run.check_ok else 1
