@@ -181,3 +181,22 @@ def test_default_log_is_quiet_under_load(make_nodes: Callable[..., LocalNodes]) 
         assert nodes.get(0, f"/propose/{value}")[0] == 200
     lines = nodes.log_path(0).read_text().splitlines()
     assert len(lines) < 10, lines
+
+
+def test_supervisor_reuses_its_data_dir_and_fresh_starts_empty(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    for fresh, expect_listed in ((False, False), (False, True), (True, False)):
+        args = ["--nodes", "3", "--starting-port", "0", "--data-dir", data]
+        proc = start_supervisor(*args, *(["--fresh"] if fresh else []))
+        try:
+            lines = read_node_lines(proc, 3)
+            assert any(f"node data in {Path(data).resolve()}" in line for line in lines)
+            url = next(m.group(2) for m in map(NODE_LINE.search, lines) if m)
+            listed = "val 4242" in http_get(url + "/")[2]
+            assert listed == expect_listed
+            if not listed:
+                assert http_get(url + "/propose/4242")[0] == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)  # every node stopped: the next run may open their files
+            finish(proc)
