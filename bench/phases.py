@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from paxgos.procs import LocalNodes, http_get
+from paxgos.check.fetch import http_get
+from paxgos.procs import LocalNodes
 
 Action = Callable[["Faults"], None]
 
