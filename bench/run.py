@@ -108,6 +108,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def git_revision() -> str:
+    """The checkout's commit (with "+ local changes" when the tree is dirty), or "?"."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return rev + (" + local changes" if dirty else "")
+
+
 def machine_cpu_seconds() -> float:
     """CPU seconds every process on the machine has used (``/proc/stat``, all but idle)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -342,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         f"every {args.rotate_every:g} s; stopped: {args.stop_count} followers SIGSTOPped",
         "seed": str(args.seed),
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "paxgos": f"{__import__('paxgos').__version__}, git {git_revision()}",
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} "
         f"{platform.release()}, load average at start {os.getloadavg()[0]:.2f}",
         "ops recorded": f"{len(ops):,} ({sum(op.outcome == 'ok' for op in ops):,} ok)",
