@@ -30,6 +30,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import paxgos
 from bench import plots, report
 from bench.common import cpu_seconds
 from bench.metrics import (
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         f"every {args.rotate_every:g} s; stopped: {args.stop_count} followers SIGSTOPped",
         "seed": str(args.seed),
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
-        "paxgos": f"{__import__('paxgos').__version__}, git {git_revision()}",
+        "paxgos": f"{paxgos.__version__}, git {git_revision()}",
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} "
         f"{platform.release()}, load average at start {os.getloadavg()[0]:.2f}",
         "ops recorded": f"{len(ops):,} ({sum(op.outcome == 'ok' for op in ops):,} ok)",
