@@ -35,6 +35,7 @@ class FaultInjector:
         self.slow = 0.0  # seconds added by the runtime control
         self._healed = asyncio.Event()
         self._healed.set()
+        self._heal_signal = asyncio.Event()
 
     @property
     def stalled(self) -> bool:
@@ -49,6 +50,8 @@ class FaultInjector:
     def heal(self) -> None:
         self.slow = 0.0
         self._healed.set()
+        self._heal_signal.set()  # cut short the delays under way ...
+        self._heal_signal = asyncio.Event()  # ... but not those of faults injected later
 
     def state(self) -> dict[str, object]:
         return {
@@ -73,8 +76,13 @@ class FaultInjector:
         return self.stalled or self.slow > 0 or f.random_cap > 0 or f.failure_rate > 0
 
     async def delay(self) -> None:
-        """Wait as long as the faults say this message is held back."""
+        """Wait as long as the faults say this message is held back; a heal ends every wait
+        at once (a healed node answers what it held, as a resumed process would)."""
         seconds = self._planned()
-        if seconds > 0:
-            await asyncio.sleep(seconds)
+        heal = self._heal_signal
+        if seconds > 0 and not heal.is_set():
+            try:
+                await asyncio.wait_for(heal.wait(), seconds)
+            except asyncio.TimeoutError:
+                pass
         await self._healed.wait()
