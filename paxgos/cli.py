@@ -105,6 +105,12 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "--max-batch", type=int, default=1024, help="most values per Accept batch (default 1024)"
     )
     parser.add_argument(
+        "--pipeline-batch",
+        type=int,
+        default=64,
+        help="a batch beyond the first in flight waits to hold this many values (default 64)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -126,6 +132,7 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         peer_timeout=args.peer_timeout,
         window=args.window,
         max_batch=args.max_batch,
+        pipeline_batch=args.pipeline_batch,
     )
 
 
@@ -148,6 +155,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         str(args.window),
         "--max-batch",
         str(args.max_batch),
+        "--pipeline-batch",
+        str(args.pipeline_batch),
         "--log-level",
         args.log_level,
     ]

@@ -92,7 +92,9 @@ class Cluster:
     campaign: bool = True
 
     def __post_init__(self) -> None:
-        self.configs = [Config(node_id=i, nodes=self.n, **self.options) for i in range(self.n)]  # type: ignore[arg-type]
+        # Rounds pipeline freely unless a test says otherwise: more interleavings to check.
+        options = {"pipeline_batch": 1, **self.options}
+        self.configs = [Config(node_id=i, nodes=self.n, **options) for i in range(self.n)]  # type: ignore[arg-type]
         self.stores = [MemoryStore() for _ in range(self.n)]
         self.nodes = [Node(c) for c in self.configs]
         self.net: deque[Envelope] = deque()
@@ -222,6 +224,21 @@ def test_proposals_queued_before_one_flush_go_out_in_one_accept() -> None:
     c.handle(0, ready)
     c.run()
     assert [o.slot for o in c.committed()] == [1, 2, 3]
+
+
+def test_small_batches_wait_for_the_round_in_flight() -> None:
+    c = Cluster(3, {"pipeline_batch": 3})
+    c.propose(0, [1])
+    c.flush(0)
+    c.propose(0, [2, 3], 2)
+    c.flush(0)  # two values, a round in flight: they wait ...
+    assert sorted(m.first for _, _, m in of_type(c.net, Accept)) == [1, 1, 1]
+    c.propose(0, [4], 4)
+    c.flush(0)  # ... until there are three of them
+    assert sorted({(m.first, m.values) for _, _, m in of_type(c.net, Accept)}) == [
+        (1, (1,)),
+        (2, (2, 3, 4)),
+    ]
 
 
 def test_max_batch_splits_a_long_queue() -> None:

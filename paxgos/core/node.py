@@ -58,6 +58,10 @@ class Config:
     window: int = 4
     #: Most values in one Accept.
     max_batch: int = 1024
+    #: A round beyond the first in flight goes out only with at least this many values: every
+    #: round costs a message to each peer, so while one is in flight, small batches wait to
+    #: grow (Nagle's rule); under heavy load full batches still pipeline up to ``window``.
+    pipeline_batch: int = 64
     #: Most proposals waiting for a batch; beyond it the leader answers "overloaded".
     max_queue: int = 50_000
     #: Resend an unanswered Prepare or Accept after this long.
@@ -199,6 +203,8 @@ class Node:
     def _flush(self, ready: Ready) -> None:
         if self.role == LEADER:
             while self.queue and len(self.rounds) < self.config.window:
+                if self.rounds and len(self.queue) < self.config.pipeline_batch:
+                    break  # wait for the round in flight, or for a fuller batch
                 count = min(len(self.queue), self.config.max_batch)
                 values = []
                 for _ in range(count):

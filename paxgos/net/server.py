@@ -51,6 +51,7 @@ class NodeOptions:
     peer_timeout: float = 1.0
     window: int = 4
     max_batch: int = 1024
+    pipeline_batch: int = 64
 
 
 class StartupError(Exception):
@@ -97,6 +98,7 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         nodes=len(options.urls),
         window=options.window,
         max_batch=options.max_batch,
+        pipeline_batch=options.pipeline_batch,
     )
     store = open_store(options)
     try:

@@ -99,8 +99,17 @@ class Simulation:
         window = rng.choice((1, 2, 4))
         max_batch = rng.choice((1, 3, 1024))
         catchup_batch = rng.choice((3, 10_000))
+        # Small batches pipeline freely (many rounds in flight); large ones wait to fill.
+        pipeline_batch = 1 if max_batch < 1024 else 64
         self.configs = [
-            Config(i, n, window=window, max_batch=max_batch, catchup_batch=catchup_batch)
+            Config(
+                i,
+                n,
+                window=window,
+                max_batch=max_batch,
+                pipeline_batch=pipeline_batch,
+                catchup_batch=catchup_batch,
+            )
             for i in range(n)
         ]
         self.leader = self.configs[0].initial_leader
