@@ -479,7 +479,7 @@ def test_catch_up_comes_in_batches() -> None:
 
 
 def test_unanswered_catch_up_is_retried() -> None:
-    c = Cluster(3, {"catchup_after": 0.0, "retry_interval": 0.5})
+    c = Cluster(3, {"catchup_after": 0.0, "catchup_timeout": 0.5})
     c.down = {2}
     c.propose(0, [1])
     c.flush(0)

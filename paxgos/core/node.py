@@ -65,7 +65,9 @@ class Config:
     #: Most proposals waiting for a batch; beyond it the leader answers "overloaded".
     max_queue: int = 50_000
     #: Resend an unanswered Prepare or Accept after this long.
-    retry_interval: float = 0.5
+    retry_interval: float = 0.15
+    #: Ask again for a catch-up batch not answered in this long (a big batch takes a while).
+    catchup_timeout: float = 1.0
     #: A leader with nothing to send for this long sends a Learn (heartbeat and commit index).
     heartbeat_interval: float = 0.1
     #: A learner behind the commit index for this long fetches what it misses.
@@ -479,7 +481,7 @@ class Node:
         if self.known_commit <= self.commit or self.commit_source is None:
             return
         if self.catchup_sent_at is not None:
-            if self.now - self.catchup_sent_at < self.config.retry_interval:
+            if self.now - self.catchup_sent_at < self.config.catchup_timeout:
                 return  # one in flight
         elif self.now - self.progress_at < self.config.catchup_after:
             return  # give in-flight Accepts a moment to fill the gap
