@@ -409,3 +409,41 @@ def test_sqlite_closed_store_raises(tmp_path: Path) -> None:
         s.load()
     with pytest.raises(StorageError, match="closed"):
         s.read_chosen(1, 1)
+
+
+def test_checkpoints_alongside_writes_keep_the_state(tmp_path: Path) -> None:
+    """``checkpoint`` runs in another thread while ``apply`` writes; nothing is lost."""
+    path = tmp_path / "node.db"
+    store = SQLiteStore(path, "c", 0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def checkpoints() -> None:
+        for _ in range(10_000):
+            if stop.is_set():
+                return
+            try:
+                store.checkpoint()
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=checkpoints)
+    thread.start()
+    try:
+        for slot in range(1, 301):
+            store.apply(
+                [Persist(accepted=[(slot, Ballot(1, 0), slot)]), Persist(chosen=[(slot, slot)])]
+            )
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not errors
+    store.checkpoint()
+    store.close()
+    reopened = SQLiteStore(path, "c", 0)
+    try:
+        assert reopened.load().commit == 300
+        assert reopened.read_chosen(1, 1000) == [(s, s) for s in range(1, 301)]
+    finally:
+        reopened.close()

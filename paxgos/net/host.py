@@ -33,6 +33,9 @@ from paxgos.storage import Store
 
 log = logging.getLogger("paxgos.net")
 
+#: Seconds between checkpoints of a durable store (its write-ahead log grows meanwhile).
+CHECKPOINT_INTERVAL = 1.0
+
 Done = Callable[[Any], None]
 """Called with a client request's ``Outcome``, or with the exception that ended it."""
 
@@ -91,6 +94,8 @@ class NodeHost:
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-read")
         self._clock_zero = time.monotonic()
         self._ticker: PeriodicCallback | None = None
+        self._housekeeper: PeriodicCallback | None = None
+        self._checkpointing = False
         self.started_at = time.time()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -99,12 +104,17 @@ class NodeHost:
         """Start the clock; the distinguished proposer runs phase 1 at once."""
         self._ticker = PeriodicCallback(self._tick, self.tick_interval * 1000)
         self._ticker.start()
+        if self.store.durable:
+            self._housekeeper = PeriodicCallback(self._checkpoint, CHECKPOINT_INTERVAL * 1000)
+            self._housekeeper.start()
         if self.node.id == self.node.config.initial_leader:
             self.input(self.node.campaign())
 
     def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
+        if self._housekeeper is not None:
+            self._housekeeper.stop()
         self.transport.close()
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
@@ -169,6 +179,21 @@ class NodeHost:
             waiter = self._waiters.pop(request, None)
             if waiter is not None:
                 waiter(TimeoutError())
+
+    def _checkpoint(self) -> None:
+        """Let the store fold its log in the read thread, off the writer's path (one at a
+        time)."""
+        if self._checkpointing or self.failed:
+            return
+        self._checkpointing = True
+        loop = IOLoop.current()
+        future = loop.run_in_executor(self._reader, self.store.checkpoint)
+        loop.add_future(future, self._checkpointed)
+
+    def _checkpointed(self, future: Any) -> None:
+        self._checkpointing = False
+        if future.exception() is not None:
+            log.warning("node %d: %s", self.node.id, future.exception())
 
     def _flush(self) -> None:
         self._flush_scheduled = False

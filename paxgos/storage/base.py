@@ -43,5 +43,9 @@ class Store(ABC):
         """The highest chosen slot stored (slots 1..it are the log); for ``/status``."""
         return self.load().commit
 
+    def checkpoint(self) -> None:  # noqa: B027 - optional hook
+        """Housekeeping that must not delay ``apply`` (e.g. folding a write-ahead log into the
+        main file); the host calls it now and then from a thread other than the writer's."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Release files and connections."""

@@ -138,6 +138,8 @@ class SQLiteStore(Store):
         self._lock_file: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
         self._commit = 0
         self._max_pages = max_pages  # fault injection: a tiny "disk" that fills up
         try:
@@ -220,6 +222,9 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA fullfsync = ON")  # macOS: F_FULLFSYNC, a real flush; else no-op
         conn.execute("PRAGMA checkpoint_fullfsync = ON")
+        # No checkpoint inside apply: copying the WAL into the database (and its fsync) would
+        # stall the commit that triggers it; ``checkpoint()`` does it from another thread.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         if self._max_pages is not None:
             conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
 
@@ -401,6 +406,19 @@ class SQLiteStore(Store):
                 raise self._error(f"read failed: {exc}") from exc
         return rows
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file without blocking ``apply`` (a PASSIVE
+        checkpoint on a connection of its own); SQLite then reuses the WAL from its start.
+        Callable from any thread but the writer's."""
+        with self._checkpoint_lock:
+            if self._checkpointer is None:
+                self._checkpointer = self._connect()
+                self._configure(self._checkpointer)
+            try:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(f"checkpoint failed: {exc}") from exc
+
     def commit_index(self) -> int:
         """The highest chosen slot written (every slot 1..it is in the log); no I/O."""
         return self._commit
@@ -415,6 +433,9 @@ class SQLiteStore(Store):
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
