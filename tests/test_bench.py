@@ -7,13 +7,17 @@ are too noisy for performance bars.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("locust")
+# Only look for Locust: importing it would monkey-patch this process with gevent (threads become
+# greenlets), which breaks every later test that uses threads or multiprocessing.
+if importlib.util.find_spec("locust") is None:
+    pytest.skip("locust is not installed (pip install -e '.[bench]')", allow_module_level=True)
 pytest.importorskip("matplotlib")
 
 # ``bench`` is a directory of the checkout, not an installed package.

@@ -36,7 +36,9 @@ def run_seeds(
                 return
         return
     chunk = max(1, min(16, len(work) // (jobs * 8)))
-    with multiprocessing.Pool(jobs) as pool:
+    # "spawn": a forked child of a process with threads (a test runner, say) can inherit a lock
+    # some other thread held, and hang.
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         for result in pool.imap(_run, work, chunksize=chunk):
             yield result
             if not result.ok and not keep_going:
