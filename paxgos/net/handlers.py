@@ -1,5 +1,6 @@
 """HTTP handlers: the client API (the original demo's, plus JSON, status and paging), the
-internal protocol endpoints, and the fault control.
+internal protocol endpoints, and the fault control.  ``/propose`` itself is served on the fast
+path of ``paxgos.net.propose``.
 
 Handlers only translate: a request becomes a core input (through ``NodeHost``), an outcome
 becomes a status code and a body.  Every error is one line of text (or ``{"error": ...}`` for
