@@ -25,12 +25,10 @@ from paxgos.core.messages import (
     Accept,
     CatchupRequest,
     Learn,
-    MessageError,
     Prepare,
-    decode,
     encode,
 )
-from paxgos.net.answers import Answer, StorageFailed, error, not_leader, outcome_answer
+from paxgos.net.answers import Answer, error, not_leader, outcome_answer
 from paxgos.net.host import NodeHost
 
 #: Largest page of ``GET /`` and largest ``/autopropose`` batch.
@@ -220,36 +218,14 @@ class StatusHandler(BaseHandler):
 
 
 class ProtocolHandler(BaseHandler):
-    """``POST /prepare``, ``/accept``, ``/learn``: a peer's message in, the reply out (JSON)."""
+    """``GET /learn``: catch-up reads.  (A peer's messages, ``POST /prepare``, ``/accept`` and
+    ``/learn``, are served on the fast path of ``paxgos.net.propose``.)"""
 
     message_type: type = Prepare
 
     def initialize(self, host: NodeHost, message_type: type = Prepare) -> None:  # type: ignore[override]
         super().initialize(host)
         self.message_type = message_type
-
-    def check_sender(self, sender: int) -> None:
-        if sender >= len(self.host.urls) or sender == self.host.node.id:
-            raise ClientError(400, f"unknown sender node {sender}")
-
-    async def post(self) -> None:
-        try:
-            msg = decode(self.request.body, expect=self.message_type)
-        except MessageError as exc:
-            raise ClientError(400, str(exc)) from None
-        self.check_sender(msg.sender)
-        if self.host.faults.active():
-            await self.host.faults.delay()
-        try:
-            reply = await self.host.deliver(msg)
-        except StorageFailed as exc:
-            self.fail(503, str(exc))
-            return
-        if reply is None:
-            self.set_status(204)
-            return
-        self.set_header("Content-Type", "application/json")
-        self.write(encode(reply))
 
     async def get(self) -> None:
         """``GET /learn?from=&limit=&sender=``: chosen entries for a peer catching up."""

@@ -1,15 +1,17 @@
-"""``/propose/<int>``, the hot path, served straight off Tornado's HTTP/1 connection.
+"""The hot paths, served straight off Tornado's HTTP/1 connection: ``/propose/<int>`` on the
+leader and the protocol messages (``POST /prepare``, ``/accept``, ``/learn``) on every node.
 
 A ``RequestHandler`` costs about as much CPU per request as the whole Paxos round does per
 value once rounds are batched (routing, header objects, default headers, ETag, access log), and
 on a 2-core machine the leader's core is the limit.  So ``NodeDelegate`` sits in front of the
-``Application``: requests for ``/propose`` go to ``ProposeRequest``, a bare
-``HTTPMessageDelegate``; every other request goes to the application unchanged.  The answers
-themselves come from ``paxgos.net.answers``, as for every other endpoint.
+``Application``: requests for ``/propose`` go to ``ProposeRequest`` and protocol messages to
+``MessageRequest``, bare ``HTTPMessageDelegate``s; every other request goes to the application
+unchanged.  The answers themselves come from ``paxgos.net.answers``, as for every endpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,19 +26,44 @@ from tornado.httputil import (
 )
 
 from paxgos.core import FOLLOWER
+from paxgos.core.messages import Accept, Learn, Message, MessageError, Prepare, decode, encode
 from paxgos.net.answers import Answer, BadValue, error, not_leader, outcome_answer, parse_int64
 from paxgos.net.host import NodeHost
 
 PREFIX = "/propose"
+PROTOCOL: dict[str, type] = {"/prepare": Prepare, "/accept": Accept, "/learn": Learn}
 
 
-class ProposeRequest(HTTPMessageDelegate):
-    """One ``/propose`` request: parse, propose, answer once the outcome is known."""
+class FastRequest(HTTPMessageDelegate):
+    """A request answered straight on its HTTP/1 connection."""
 
     def __init__(self, host: NodeHost, connection: HTTPConnection):
         self.host = host
         self.connection = connection
         self.as_json = False
+
+    def data_received(self, chunk: bytes) -> None:
+        pass  # only requests with a body keep it
+
+    def on_connection_close(self) -> None:
+        pass  # the outcome arrives anyway; writing it to a closed stream is a no-op
+
+    def send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        if status != 204:
+            headers["Content-Length"] = str(len(body))
+        start = ResponseStartLine("HTTP/1.1", status, _REASONS.get(status, ""))
+        self.connection.write_headers(start, HTTPHeaders(headers), body)
+        self.connection.finish()
+
+    def respond(self, answer: Answer) -> None:
+        self.send(answer.status, answer.headers(self.as_json), answer.body(self.as_json))
+
+
+class ProposeRequest(FastRequest):
+    """One ``/propose`` request: parse, propose, answer once the outcome is known."""
+
+    def __init__(self, host: NodeHost, connection: HTTPConnection):
+        super().__init__(host, connection)
         self.uri = ""
         self.answer: Answer | None = None
         self.value = 0
@@ -55,9 +82,6 @@ class ProposeRequest(HTTPMessageDelegate):
         except BadValue as exc:
             self.answer = error(400, str(exc))
 
-    def data_received(self, chunk: bytes) -> None:
-        pass  # a GET has no body worth reading
-
     def finish(self) -> None:
         host = self.host
         if self.answer is None:
@@ -74,16 +98,49 @@ class ProposeRequest(HTTPMessageDelegate):
         """The proposal's outcome (or exception) is in: answer it."""
         self.respond(outcome_answer(self.host, result, self.uri))
 
-    def respond(self, answer: Answer) -> None:
-        body = answer.body(self.as_json)
-        headers = HTTPHeaders(answer.headers(self.as_json))
-        headers["Content-Length"] = str(len(body))
-        start = ResponseStartLine("HTTP/1.1", answer.status, _REASONS.get(answer.status, ""))
-        self.connection.write_headers(start, headers, body)
-        self.connection.finish()
 
-    def on_connection_close(self) -> None:
-        pass  # the outcome arrives anyway; writing it to a closed stream is a no-op
+class MessageRequest(FastRequest):
+    """``POST /prepare``, ``/accept``, ``/learn``: a peer's message in, the reply out (JSON);
+    malformed messages are 400 and never reach the core."""
+
+    def __init__(self, host: NodeHost, connection: HTTPConnection, message_type: type):
+        super().__init__(host, connection)
+        self.message_type = message_type
+        self.chunks: list[bytes] = []
+
+    def headers_received(self, start_line: Any, headers: HTTPHeaders) -> None:
+        self.as_json = "application/json" in headers.get("Accept", "")
+
+    def data_received(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    def finish(self) -> None:
+        host = self.host
+        try:
+            msg = decode(b"".join(self.chunks), expect=self.message_type)
+        except MessageError as exc:
+            self.respond(error(400, str(exc)))
+            return
+        if msg.sender >= len(host.urls) or msg.sender == host.node.id:
+            self.respond(error(400, f"unknown sender node {msg.sender}"))
+            return
+        if host.faults.active():
+            delayed = asyncio.ensure_future(host.faults.delay())
+            delayed.add_done_callback(lambda _: self.deliver(msg))
+        else:
+            self.deliver(msg)
+
+    def deliver(self, msg: Message) -> None:
+        self.host.deliver(msg).add_done_callback(self.replied)
+
+    def replied(self, future: asyncio.Future[Any]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self.respond(error(503, str(exc)))
+        elif future.result() is None:
+            self.send(204, {}, b"")
+        else:
+            self.send(200, {"Content-Type": "application/json"}, encode(future.result()))
 
 
 _REASONS = {
@@ -108,7 +165,10 @@ class _Dispatch(HTTPMessageDelegate):
 
     def headers_received(self, start_line: Any, headers: HTTPHeaders) -> Any:
         path = start_line.path
-        if path == PREFIX or path.startswith(PREFIX + "/") or path.startswith(PREFIX + "?"):
+        message_type = PROTOCOL.get(path) if start_line.method == "POST" else None
+        if message_type is not None:
+            self.inner = MessageRequest(self.owner.host, self.connection, message_type)
+        elif path == PREFIX or path.startswith(PREFIX + "/") or path.startswith(PREFIX + "?"):
             self.inner = ProposeRequest(self.owner.host, self.connection)
         else:
             self.inner = self.owner.app.start_request(self.server_conn, self.connection)
