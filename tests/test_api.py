@@ -180,6 +180,9 @@ def test_follower_redirects_proposals_to_the_leader(cluster: LocalNodes) -> None
     assert headers["Location"] == cluster.urls[0] + "/propose/4242"
     with urllib.request.urlopen(cluster.urls[2] + "/propose/4243", timeout=10) as resp:
         assert COMMIT.fullmatch(resp.read().decode())  # a client that follows it commits
+    code, headers, body = cluster.get(3, "/autopropose?count=2")
+    assert code == 307, body
+    assert headers["Location"] == cluster.urls[0] + "/autopropose?count=2"
 
 
 ACCEPT = '"type": "accept", "ballot": [99, 1], "first": 1, "commit": 0'

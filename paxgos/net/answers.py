@@ -17,7 +17,8 @@ from paxgos.core.messages import INT64_MAX, INT64_MIN
 if TYPE_CHECKING:
     from paxgos.net.host import NodeHost
 
-_INT = re.compile(r"-?[0-9]+")
+INTEGER = re.compile(r"-?[0-9]+")
+"""A decimal integer as clients may write it (no sign but minus, no spaces)."""
 
 
 class StorageFailed(Exception):
@@ -32,7 +33,7 @@ def parse_int64(raw: str) -> int:
     """``raw`` as a signed 64-bit integer, or ``BadValue`` with a one-line reason."""
     if raw == "":
         raise BadValue("missing value: use /propose/<64-bit integer>")
-    if len(raw) > 40 or not _INT.fullmatch(raw):
+    if len(raw) > 40 or not INTEGER.fullmatch(raw):
         raise BadValue(f"value {raw[:40]!r} is not an integer")
     value = int(raw)
     if not INT64_MIN <= value <= INT64_MAX:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
 from typing import Any
 
 import tornado.web
 
-from paxgos.core import FOLLOWER
+from paxgos.core import Rejected
 from paxgos.core.messages import (
     INT64_MAX,
     INT64_MIN,
@@ -28,7 +27,7 @@ from paxgos.core.messages import (
     Prepare,
     encode,
 )
-from paxgos.net.answers import Answer, error, not_leader, outcome_answer
+from paxgos.net.answers import INTEGER, Answer, error, outcome_answer
 from paxgos.net.host import NodeHost
 
 #: Largest page of ``GET /`` and largest ``/autopropose`` batch.
@@ -36,8 +35,6 @@ MAX_PAGE = 10_000
 MAX_AUTOPROPOSE = 1_000
 DEFAULT_PAGE = 1_000
 DEFAULT_AUTOPROPOSE = 20
-
-_INT = re.compile(r"-?[0-9]+")
 
 
 class ClientError(tornado.web.HTTPError):
@@ -67,7 +64,7 @@ class BaseHandler(tornado.web.RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
-        if not _INT.fullmatch(raw) or not low <= int(raw) <= high:
+        if not INTEGER.fullmatch(raw) or not low <= int(raw) <= high:
             raise ClientError(
                 400, f"query parameter {name!r} must be an integer in [{low}, {high}]"
             )
@@ -103,10 +100,6 @@ class BaseHandler(tornado.web.RequestHandler):
             message = self._reason
         self.fail(status_code, message)
 
-    def redirect_to_leader(self) -> None:
-        """307 to the leader this node knows of, or 503 when it knows none."""
-        self.respond(not_leader(self.host, self.request.uri or "/"))
-
 
 class NotFoundHandler(BaseHandler):
     """Every unknown path: 404 with a one-line reason, whatever the method."""
@@ -127,17 +120,20 @@ class AutoProposeHandler(BaseHandler):
         if self.host.failed:
             self.fail(503, self.host.failed, retry_after=5)
             return
-        if self.host.node.role == FOLLOWER:
-            self.redirect_to_leader()
+        proposals = [
+            self.host.propose_future(random.randint(INT64_MIN, INT64_MAX)) for _ in range(count)
+        ]
+        by_future = {future: request for request, future in proposals}
+        first = proposals[0][1]
+        # The core turns proposals away at once (a follower names the leader it knows of, an
+        # overloaded leader says so); then the whole batch is answered that way.
+        if first.done() and first.exception() is None and isinstance(first.result(), Rejected):
+            self.respond(outcome_answer(self.host, first.result(), self.request.uri or "/"))
             return
         as_json = self.wants_json()
         self.set_header(
             "Content-Type", "application/x-ndjson" if as_json else "text/plain; charset=utf-8"
         )
-        proposals = [
-            self.host.propose_future(random.randint(INT64_MIN, INT64_MAX)) for _ in range(count)
-        ]
-        by_future = {future: request for request, future in proposals}
         pending = set(by_future)
         try:
             # Every future completes: with an outcome, or with TimeoutError from the host's

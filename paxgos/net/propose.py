@@ -25,9 +25,8 @@ from tornado.httputil import (
     ResponseStartLine,
 )
 
-from paxgos.core import FOLLOWER
 from paxgos.core.messages import Accept, Learn, Message, MessageError, Prepare, decode, encode
-from paxgos.net.answers import Answer, BadValue, error, not_leader, outcome_answer, parse_int64
+from paxgos.net.answers import Answer, BadValue, error, outcome_answer, parse_int64
 from paxgos.net.host import NodeHost
 
 PREFIX = "/propose"
@@ -87,8 +86,6 @@ class ProposeRequest(FastRequest):
         if self.answer is None:
             if host.failed:
                 self.answer = error(503, host.failed, retry_after=5)
-            elif host.node.role == FOLLOWER:
-                self.answer = not_leader(host, self.uri)
         if self.answer is not None:
             self.respond(self.answer)
             return
