@@ -36,6 +36,7 @@ node process or any process that runs a Tornado loop.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import random
@@ -170,6 +171,18 @@ def _close_on_quit(environment: Environment, **_: Any) -> None:
     if runner is not None and not isinstance(runner, MasterRunner) and runner.user_count:
         runner.stop()
     _recorder.close()
+
+
+@events.test_start.add_listener
+def _quiet_gc(**_: Any) -> None:
+    # Locust's heap is large (gevent, its statistics, the web UI) and a full collection of it
+    # took 45-63 ms on our 2-core machine, every few seconds: every request in flight waited
+    # for it, and those pauses were the benchmark's p99.  The users' garbage is freed by
+    # reference counting (full collections here found nothing to collect), so freeze what
+    # exists when the test starts and collect young objects less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 _user_ids = itertools.count()

@@ -447,3 +447,60 @@ def test_checkpoints_alongside_writes_keep_the_state(tmp_path: Path) -> None:
         assert reopened.read_chosen(1, 1000) == [(s, s) for s in range(1, 301)]
     finally:
         reopened.close()
+
+
+# -- write + sync: the transaction and the fsync, callable apart --------------------------------
+
+
+def _synced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the file behind every ``os.fdatasync`` (and still do it)."""
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return synced
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_sqlite_sync_fsyncs_the_wal_once_per_written_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "paxgos.db"
+    with open_sqlite(path) as s:
+        synced = _synced_paths(monkeypatch)
+        s.write([Persist(promised=B1), accepted(1, 5)])
+        assert synced == []  # the transaction alone does not wait for the disk
+        s.sync()
+        assert synced == [f"{path}-wal"]
+        s.sync()  # nothing written since: nothing to wait for
+        assert synced == [f"{path}-wal"]
+        s.apply([chosen(1, 2)])  # apply is write + sync
+        assert synced == [f"{path}-wal"] * 2
+        s.apply([])  # an empty batch writes nothing
+        assert len(synced) == 2
+    with open_sqlite(path) as s:
+        assert s.load() == StoredState(B1, 2, {s: (B1, s * 10) for s in range(3, 6)})
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS syncs with F_FULLFSYNC")
+def test_sqlite_failed_fsync_poisons_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "paxgos.db"
+    with open_sqlite(path) as s:
+        s.apply([accepted(1, 3)])
+
+        def broken(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fdatasync", broken)
+        s.write([chosen(1, 1)])
+        with pytest.raises(StorageError, match="fsync of the write-ahead log failed"):
+            s.sync()
+        monkeypatch.undo()
+        with pytest.raises(StorageError, match="earlier failure"):
+            s.write([chosen(2, 2)])  # after a failed fsync only a reload is trustworthy

@@ -6,9 +6,11 @@ the ``Ready`` contract of ``paxgos.core.ready``: a response leaves only once its
 every earlier Ready's ``persist`` is on stable storage, messages once their own Ready's is, and
 outcomes at once.
 
-With a durable store, writes go to a single writer thread; every Ready that arrives while a
-write is under way joins the next write, so one fsync covers a whole batch (group commit) and the
-event loop never waits on the disk.
+With a durable store, a write is one transaction run on the event loop (its CPU part: no
+waiting) and one fsync run in the writer thread; every Ready that arrives while an fsync is under
+way joins the next write, so one fsync covers a whole batch (group commit) and the event loop
+never waits on the disk.  (The transaction itself stays off the writer thread: a thread gives
+up and retakes the GIL at every SQLite step, and each retake waits for the busy event loop.)
 """
 
 from __future__ import annotations
@@ -239,8 +241,15 @@ class NodeHost:
         records = [ready.persist for ready, _ in batch if ready.persist]
         self.store_writes += 1  # one transaction, one fsync
         self.store_records += len(records)
+        try:
+            self.store.write(records)
+        except Exception as exc:
+            self._writing = False
+            self._storage_failed(exc, batch + self._queue)
+            self._queue = []
+            return
         loop = IOLoop.current()
-        future = loop.run_in_executor(self._writer, self.store.apply, records)
+        future = loop.run_in_executor(self._writer, self.store.sync)
         loop.add_future(future, lambda f: self._written(batch, f))
 
     def _written(self, batch: list[tuple[Ready, Respond | None]], future: Any) -> None:

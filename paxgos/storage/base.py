@@ -1,11 +1,14 @@
 """The storage interface every store implements: what a node must keep across a crash.
 
 A store holds three things: the acceptor's promised ballot, the values it accepted at slots not
-yet applied, and the chosen log (applied slots, in order).  ``apply`` writes a group of
-``Persist`` records (several Readys' worth: group commit) as one atomic, durable step; when it
-returns, all of it survives a crash.  ``load`` returns what a restarting node resumes from.
+yet applied, and the chosen log (applied slots, in order).  ``write`` stores a group of
+``Persist`` records (several Readys' worth: group commit) as one atomic step, and ``sync`` makes
+every write so far durable; ``apply`` is the two in a row: when it returns, all of it survives a
+crash.  ``load`` returns what a restarting node resumes from.
 
-Stores are used from one thread at a time (``paxgos.net`` runs them in its writer thread).
+A durable store's work is split in two so that its caller can run the CPU part (``write``) on
+its own thread and only the wait for the disk (``sync``) on another: ``paxgos.net`` writes on
+the event loop thread and syncs in its writer thread, one call at a time, never both at once.
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ class Store(ABC):
         """The state to restart from (promise, commit index, accepted values above it)."""
 
     @abstractmethod
+    def write(self, batch: Sequence[Persist]) -> None:
+        """Store every record of ``batch``, in order, as one atomic step (durable once
+        ``sync`` returns)."""
+
+    def sync(self) -> None:  # noqa: B027 - a store that is not durable has nothing to wait for
+        """Wait until every ``write`` so far is on stable storage."""
+
     def apply(self, batch: Sequence[Persist]) -> None:
         """Store every record of ``batch``, in order, as one atomic and durable step."""
+        self.write(batch)
+        self.sync()
 
     @abstractmethod
     def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:

@@ -25,7 +25,7 @@ class MemoryStore(Store):
         accepted = {s: e for s, e in self.accepted.items() if s > commit}
         return StoredState(self.promised, commit, accepted)
 
-    def apply(self, batch: Sequence[Persist]) -> None:
+    def write(self, batch: Sequence[Persist]) -> None:
         # The core applies in slot order, so the log only ever grows at its end; check the whole
         # batch first so that a bad one changes nothing (as in SQLiteStore).
         commit = len(self.chosen)

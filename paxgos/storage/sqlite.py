@@ -7,9 +7,16 @@ Owns the on-disk format of a node's state::
     accepted  (slot PRIMARY KEY, ballot_round, ballot_node, value NULL = no-op)
     chosen    (slot PRIMARY KEY, value NULL = no-op)        always exactly slots 1..commit
 
-Durability: the file runs in WAL mode with ``synchronous=FULL``, so a transaction is fsynced
-before ``COMMIT`` returns.  ``apply`` writes a whole batch of ``Persist`` records (many Readys:
-group commit) in one transaction, hence one fsync per batch however many records it holds.
+Durability: the file runs in WAL mode.  ``write`` stores a whole batch of ``Persist`` records
+(many Readys: group commit) as one transaction, and ``sync`` fsyncs the write-ahead log file
+(``fdatasync``; ``F_FULLFSYNC`` on macOS), hence one fsync per batch however many records it
+holds; ``apply`` is both.  The connection runs ``synchronous=NORMAL``, which in WAL mode keeps
+the file consistent across any crash (SQLite syncs the WAL before each checkpoint and the
+database after it) but does not sync at ``COMMIT``: a committed transaction's frames are
+written to the WAL file, and ``sync`` is what makes them durable.  Together they give what
+``synchronous=FULL`` gives, with the fsync callable on its own: the node runs the transaction on
+its event loop and only the fsync in a thread (a transaction run in a thread gives up and
+retakes Python's GIL at every SQLite step, and on a busy event loop each retake waits).
 After a chosen slot is written, accepted rows at or below it are deleted: the accepted table
 only holds the (bounded) in-flight window, and the chosen table is the log.
 
@@ -21,17 +28,18 @@ advisory ``flock`` on ``<file>.lock`` (POSIX only), because two acceptors sharin
 would break Paxos.
 
 Write failures (disk full, I/O error) raise ``StorageError`` after rolling the transaction
-back; the store then refuses every later ``apply``.  The caller must treat that as fatal and
+back; the store then refuses every later write.  The caller must treat that as fatal and
 restart the node from ``load()``: the core has already moved its in-memory state past what is on
 disk, and after a failed fsync the only trustworthy state is the one re-read from the file.
 
-Threads: both connections are opened with ``check_same_thread=False``, so a store may be created
-in one thread (the main thread, so that a bad file stops start-up) and used in another (the
-node's writer thread).  ``apply`` and ``load`` are meant for that one writer thread; an internal
-lock makes an accidental second caller wait rather than corrupt anything.  ``read_chosen`` uses
-its own read connection, so any thread may call it: it sees only committed transactions and
-never waits for the writer's fsync (WAL readers do not block the writer, nor it them).
-``commit_index()`` is a cached integer, free to read from any thread.
+Threads: the connections are opened with ``check_same_thread=False``, so a store may be created
+in one thread (the main thread, so that a bad file stops start-up) and used in others.
+``write``, ``sync``, ``apply`` and ``load`` are meant to be called one at a time (``paxgos.net``
+writes on its event loop and syncs in its writer thread, never both at once); an internal lock
+makes an accidental second caller wait rather than corrupt anything.  ``read_chosen`` uses its
+own read connection, so any thread may call it: it sees only committed transactions and never
+waits for the writer (WAL readers do not block the writer, nor it them).  ``checkpoint`` uses a
+connection of its own too.  ``commit_index()`` is a cached integer, free to read from any thread.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ try:  # POSIX: an advisory lock keeps two stores off one file
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+
+#: macOS's "flush to the medium" fcntl, else None (``os.fdatasync`` does it elsewhere).
+_FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 
 #: On-disk format written by this code; files of any other version are refused.
 FORMAT_VERSION = 1
@@ -134,8 +145,10 @@ class SQLiteStore(Store):
         self._name = str(path)  # as the caller spelled it, for error messages
         self._lock = threading.Lock()  # serializes the write connection
         self._read_lock = threading.Lock()  # serializes the read connection
-        self._failed: str | None = None  # why apply is refused after a failed write
+        self._failed: str | None = None  # why writes are refused after a failed one
         self._lock_file: int | None = None
+        self._wal_fd: int | None = None  # the write-ahead log file, for ``sync``
+        self._unsynced = False  # a transaction committed since the last sync
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None
@@ -171,6 +184,7 @@ class SQLiteStore(Store):
             self._commit = self._scan_commit()
             self._reader = self._connect()
             self._reader.execute("PRAGMA query_only = ON")
+            self.sync()  # a new file's schema
         except sqlite3.DatabaseError as exc:
             # "file is not a database", "database disk image is malformed", I/O errors, ...
             raise self._error(f"cannot open database: {exc}") from exc
@@ -205,7 +219,7 @@ class SQLiteStore(Store):
         self._lock_file = fd
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions; apply issues BEGIN/COMMIT itself.
+        # isolation_level=None: no implicit transactions; write issues BEGIN/COMMIT itself.
         try:
             conn = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0
@@ -218,11 +232,12 @@ class SQLiteStore(Store):
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise self._error(f"cannot use WAL journal mode (got {mode!r})")
-        # FULL in WAL mode: the WAL is fsynced at every commit, so a returned apply is durable.
-        conn.execute("PRAGMA synchronous = FULL")
+        # NORMAL in WAL mode: consistent after any crash, and COMMIT only writes the WAL;
+        # ``sync`` fsyncs it (see the module docstring).
+        conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA fullfsync = ON")  # macOS: F_FULLFSYNC, a real flush; else no-op
         conn.execute("PRAGMA checkpoint_fullfsync = ON")
-        # No checkpoint inside apply: copying the WAL into the database (and its fsync) would
+        # No checkpoint inside write: copying the WAL into the database (and its fsync) would
         # stall the commit that triggers it; ``checkpoint()`` does it from another thread.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         if self._max_pages is not None:
@@ -260,6 +275,7 @@ class SQLiteStore(Store):
                 )
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute("COMMIT")
+                self._unsynced = True
                 return
             if "meta" not in tables:
                 raise self._error("not a paxgos database (no meta table)")
@@ -328,14 +344,14 @@ class SQLiteStore(Store):
                 raise self._error(f"read failed: {exc}") from exc
         return StoredState(Ballot(round_, node), commit, accepted)
 
-    def apply(self, batch: Sequence[Persist]) -> None:
-        """Write every record of ``batch`` in one durable transaction (one fsync).
+    def write(self, batch: Sequence[Persist]) -> None:
+        """Write every record of ``batch`` in one transaction; ``sync`` makes it durable.
 
         The last non-None promise wins; accepted entries are upserted in order (a later entry
         for a slot replaces an earlier one); chosen entries must continue the log at
         ``commit_index() + 1`` without gaps, else ``StorageError`` and nothing is written.
         Accepted rows at or below the new commit index are dropped.  On a write failure the
-        transaction is rolled back, ``StorageError`` is raised, and every later ``apply`` is
+        transaction is rolled back, ``StorageError`` is raised, and every later write is
         refused (restart from ``load()``).
         """
         promised: Ballot | None = None
@@ -380,6 +396,7 @@ class SQLiteStore(Store):
                     _insert_rows(conn, "INSERT INTO chosen (slot, value)", chosen)
                     conn.execute("DELETE FROM accepted WHERE slot <= ?", (commit,))
                 conn.execute("COMMIT")
+                self._unsynced = True
             except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
                 self._failed = f"{type(exc).__name__}: {exc}"
                 try:
@@ -406,8 +423,39 @@ class SQLiteStore(Store):
                 raise self._error(f"read failed: {exc}") from exc
         return rows
 
+    def sync(self) -> None:
+        """Fsync the write-ahead log file: every ``write`` so far is then durable.  A failed
+        fsync raises ``StorageError`` and, like a failed write, refuses every later one."""
+        with self._lock:
+            self._live(self._conn)
+            if not self._unsynced:
+                return
+            try:
+                fd = self._wal_file()
+                if _FULLFSYNC is not None:
+                    fcntl.fcntl(fd, _FULLFSYNC)  # macOS: fsync alone stops at the drive's cache
+                else:
+                    os.fdatasync(fd)
+            except OSError as exc:
+                self._failed = f"fsync failed: {exc.strerror or exc}"
+                raise self._error(f"fsync of the write-ahead log failed: {exc}") from exc
+            self._unsynced = False
+
+    def _wal_file(self) -> int:
+        """A descriptor of the WAL file (SQLite's own is out of Python's reach; an fsync on any
+        descriptor of a file flushes that file).  Reopened should SQLite ever have replaced the
+        file, so that ``sync`` never flushes a stale one."""
+        wal = f"{self.path}-wal"
+        current = os.stat(wal).st_ino
+        if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != current:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+        if self._wal_fd is None:
+            self._wal_fd = os.open(wal, os.O_RDWR)
+        return self._wal_fd
+
     def checkpoint(self) -> None:
-        """Copy the WAL into the database file without blocking ``apply`` (a PASSIVE
+        """Copy the WAL into the database file without blocking ``write`` (a PASSIVE
         checkpoint on a connection of its own); SQLite then reuses the WAL from its start.
         Callable from any thread but the writer's."""
         with self._checkpoint_lock:
@@ -437,6 +485,9 @@ class SQLiteStore(Store):
                 self._checkpointer.close()
                 self._checkpointer = None
         with self._lock:
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
