@@ -127,17 +127,24 @@ class NodeHost:
     def input(self, ready: Ready, respond: Respond | None = None) -> None:
         """Release ``ready`` once durable, and end the turn with a ``flush`` (see core)."""
         self._submit(ready, respond)
-        if not self._flush_scheduled:
+        # Only a leader with queued proposals has anything to flush (see Node.flush).
+        if self.node.queue and not self._flush_scheduled:
             self._flush_scheduled = True
             IOLoop.current().add_callback(self._flush)
 
-    def deliver(self, msg: Message) -> asyncio.Future[Any]:
-        """Hand a peer's message to the core; the future gets the response message (or None)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    def deliver(self, msg: Message, respond: Respond) -> None:
+        """Hand a peer's message to the core; ``respond`` is called once with the response
+        message (or None), or with the exception that stopped it (a plain callback, as for
+        proposals: a future would cost an extra event-loop turn per message)."""
         if self.failed:
-            future.set_exception(StorageFailed(self.failed))
+            respond(StorageFailed(self.failed))
         else:
-            self.input(self.node.step(msg), settle(future))
+            self.input(self.node.step(msg), respond)
+
+    def deliver_future(self, msg: Message) -> asyncio.Future[Any]:
+        """``deliver`` for coroutines: the future gets the response message (or the error)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.deliver(msg, settle(future))
         return future
 
     def propose(self, value: int, done: Done) -> int:

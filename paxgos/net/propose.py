@@ -128,16 +128,16 @@ class MessageRequest(FastRequest):
             self.deliver(msg)
 
     def deliver(self, msg: Message) -> None:
-        self.host.deliver(msg).add_done_callback(self.replied)
+        self.host.deliver(msg, self.replied)
 
-    def replied(self, future: asyncio.Future[Any]) -> None:
-        exc = future.exception()
-        if exc is not None:
-            self.respond(error(503, str(exc)))
-        elif future.result() is None:
+    def replied(self, result: Any) -> None:
+        """The core's response message, None, or the exception that stopped it."""
+        if isinstance(result, Exception):
+            self.respond(error(503, str(result)))
+        elif result is None:
             self.send(204, {}, b"")
         else:
-            self.send(200, {"Content-Type": "application/json"}, encode(future.result()))
+            self.send(200, {"Content-Type": "application/json"}, encode(result))
 
 
 _REASONS = {

@@ -231,7 +231,7 @@ class Transport:
         if host.faults.active():
             await host.faults.delay()
         try:
-            reply = await host.deliver(msg)
+            reply = await host.deliver_future(msg)
         except Exception:  # a failed store: the host has logged it
             return
         if reply is not None and host.failed is None:
