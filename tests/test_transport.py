@@ -108,6 +108,30 @@ class PeerClientTest(AsyncTestCase):
         )
 
     @gen_test
+    async def test_a_host_name_is_resolved(self) -> None:
+        client = PeerClient(f"http://localhost:{self.port}")
+        assert client.family is None
+        try:
+            status, body = await client.fetch("POST /echo", b"named", 2.0)
+        finally:
+            client.close()
+        assert status == 200 and body.endswith(b":named")
+
+    @gen_test(timeout=10)
+    async def test_a_peer_that_never_accepts_times_out(self) -> None:
+        # A stopped process: the kernel completes the handshake, nobody reads.
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            client = PeerClient(f"http://127.0.0.1:{listener.getsockname()[1]}")
+            request = asyncio.ensure_future(client.fetch("POST /accept", b"{}", 0.2))
+            await asyncio.sleep(0.3)
+            client.expire(IOLoop.current().time())
+            with pytest.raises(PeerError):
+                await request
+            assert not client.busy and not client.idle
+
+    @gen_test
     async def test_refused_connection_is_a_peer_error(self) -> None:
         with socket.socket() as probe:  # a port nobody listens on
             probe.bind(("127.0.0.1", 0))

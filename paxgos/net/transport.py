@@ -22,7 +22,9 @@ injection an acceptor applies to its peers' messages.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
@@ -95,6 +97,12 @@ class PeerClient:
             raise ValueError(f"peer URL must be http://host:port, not {url!r}")
         self.address = parts.hostname
         self.port = parts.port or 80
+        self.family: int | None  # of an IP address; None for a host name
+        try:
+            version = ipaddress.ip_address(self.address).version
+            self.family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        except ValueError:
+            self.family = None
         self.netloc = parts.netloc
         self.idle: list[IOStream] = []
         #: Connections with a request under way -> the loop time its answer is due by.
@@ -110,11 +118,7 @@ class PeerClient:
         loop = IOLoop.current()
         stream = self.idle.pop() if self.idle else None
         if stream is None:
-            try:
-                stream = await TCPClient().connect(self.address, self.port, timeout=timeout)
-            except (OSError, StreamClosedError, asyncio.TimeoutError, TimeoutError) as exc:
-                raise PeerError(f"cannot connect: {exc}") from exc
-            stream.set_nodelay(True)
+            stream = await self._connect(timeout)
         self.busy[stream] = loop.time() + timeout
         try:
             stream.write(request)
@@ -132,6 +136,28 @@ class PeerClient:
         else:
             stream.close()
         return status, answer
+
+    async def _connect(self, timeout: float) -> IOStream:
+        """A new connection to the peer, or ``PeerError``.  An IP address is connected to
+        directly: a stalled or stopped peer costs a new connection per timed-out request, and
+        ``TCPClient`` would resolve the address in a thread (a GIL handoff) every time."""
+        if self.family is None:  # a host name: resolution and fallbacks by TCPClient
+            try:
+                stream = await TCPClient().connect(self.address, self.port, timeout=timeout)
+            except (OSError, StreamClosedError, asyncio.TimeoutError, TimeoutError) as exc:
+                raise PeerError(f"cannot connect: {exc}") from exc
+        else:
+            stream = IOStream(socket.socket(self.family, socket.SOCK_STREAM))
+            self.busy[stream] = IOLoop.current().time() + timeout  # the sweep bounds connect
+            try:
+                await stream.connect((self.address, self.port))
+            except (OSError, StreamClosedError) as exc:
+                stream.close()
+                raise PeerError(f"cannot connect: {exc}") from exc
+            finally:
+                self.busy.pop(stream, None)
+        stream.set_nodelay(True)
+        return stream
 
     def expire(self, now: float) -> None:
         """Close the connections whose answer is overdue (their requests fail)."""
