@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: process CPU and memory, and filling a log fast."""
+"""Helpers shared by the benchmark scripts: process CPU and memory, the host's speed, and filling
+a log fast."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reference_loop_ms() -> float:
+    """CPU milliseconds this thread spends on a fixed piece of pure-Python work (about 1 ms on
+    a quiet core here).  It counts CPU time, not waiting for a core, so on a busy machine it
+    still measures how fast the core runs: on a shared host (a neighbour on the sibling
+    hyperthread, frequency changes) it varies, and so does everything else the run measures."""
+    start = time.thread_time()
+    total = 0
+    for k in range(20_000):
+        total += k * k
+    return (time.thread_time() - start) * 1000
 
 
 def rss_mib(pid: int) -> float:

@@ -29,6 +29,8 @@ HEALTHY_COMMITS = 1500.0
 HEALTHY_P99_MS = 60.0
 DEGRADED_RATIO = 0.90
 DEGRADED_P99_FACTOR = 2.0
+#: Reference-loop times this far apart between phases get a caution in the reading.
+HOST_SPEED_SPREAD = 1.15
 
 
 @dataclass
@@ -128,6 +130,23 @@ def reading(result: RunResult, cpu_count: int) -> list[str]:
             )
             + "."
         )
+    speeds = [s for s in result.stats if not math.isnan(s.reference_ms)]
+    if speeds:
+        fast = min(speeds, key=lambda s: s.reference_ms)
+        slow = max(speeds, key=lambda s: s.reference_ms)
+        text = (
+            "Host speed (a fixed reference loop timed in CPU ms in the bench process, once a "
+            "second; higher is slower): "
+            + ", ".join(f"{s.name} {s.reference_ms:.2f} ms" for s in speeds)
+            + "."
+        )
+        if slow.reference_ms >= fast.reference_ms * HOST_SPEED_SPREAD:
+            text += (
+                f" The host's cores ran {slow.reference_ms / fast.reference_ms - 1:.0%} slower "
+                f"in {slow.name} than in {fast.name} (other tenants of the machine): that much "
+                "of any difference between those phases is the host's, not the cluster's."
+            )
+        out.append(text)
     for s in result.stats:
         name, cores = _busiest(s.cpu_cores)
         machine = s.cpu_cores.get(MACHINE, math.nan)
@@ -187,6 +206,7 @@ def phase_table(s: PhaseStats) -> Table:
         ["commits/s", num(s.commits_per_s)],
         ["worst / best second (commits)", f"{num(s.per_second_min)} / {num(s.per_second_max)}"],
         ["commits per core-second of the run", num(s.commits_per_core_s)],
+        ["host speed: reference loop (CPU ms, median)", f"{s.reference_ms:.2f}"],
         ["latency p50 / p90", f"{ms(lat['p50'])} / {ms(lat['p90'])} ms"],
         ["latency p99 / p99.9", f"{ms(lat['p99'])} / {ms(lat['p99.9'])} ms"],
         ["latency max / mean", f"{ms(lat['max'])} / {ms(lat['mean'])} ms"],

@@ -23,6 +23,7 @@ import platform
 import random
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import paxgos
 from bench import plots, report
-from bench.common import cpu_seconds
+from bench.common import cpu_seconds, reference_loop_ms
 from bench.metrics import (
     MACHINE,
     PhaseStats,
@@ -147,9 +148,11 @@ class Sampler:
         self.nodes = nodes
         self.locust_pid = locust_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.reference: list[tuple[float, float]] = []  # (time, reference loop CPU ms)
 
     def sample(self) -> None:
         now = time.time()
+        self.reference.append((now, reference_loop_ms()))
         values: dict[str, float] = {}
         for i, proc in enumerate(self.nodes.procs):
             if proc is not None:
@@ -342,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     series.update(cpu_series(sampler.samples, t0, len(series["t"])))
     cpus = cpu_per_phase(sampler.samples, windows)
     stats = [phase_stats(ops, w, cpu) for w, cpu in zip(windows, cpus, strict=True)]
+    for s, w in zip(stats, windows, strict=True):
+        probes = [ms for t, ms in sampler.reference if w.start <= t < w.end]
+        s.reference_ms = statistics.median(probes) if probes else math.nan
     setup = {
         "name": args.name or out.name,
         "date": f"{started:%Y-%m-%d %H:%M}",

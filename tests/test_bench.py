@@ -45,6 +45,7 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path: Path) -> None:
         assert 0 < phase["latency_ms"]["p50"] <= phase["latency_ms"]["p99"], phase
         assert any(name.startswith("node 0") for name in phase["cpu_cores"]), phase
         assert "locust" in phase["cpu_cores"], phase
+        assert 0 < phase["reference_ms"] < 1000, phase  # the host-speed probe ran in the phase
     actions = {e["action"] for e in summary["events"]}
     assert {"slow", "heal", "pause", "resume"} <= actions
     # Faults touched followers only: node 0 is the fixed leader.
@@ -53,4 +54,5 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "History check" in report and "HISTORY CHECK FAILED" not in report
     assert "## Phase: slowed" in report and "## Phase: stopped" in report
+    assert "Host speed (a fixed reference loop" in report
     assert "<img src='throughput.png'" in (out / "report.html").read_text()
