@@ -52,7 +52,7 @@ class PhaseStats:
     per_second_min: float = 0.0  # the worst full second of throughput
     per_second_max: float = 0.0  # the best full second
     fault: bool = False
-    #: Median CPU ms of ``bench.common.reference_loop_ms`` during the phase: the host's speed.
+    #: Median CPU ms of ``bench.common.HostProbe`` during the phase: the host's speed.
     reference_ms: float = math.nan
 
     @property

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import paxgos
 from bench import plots, report
-from bench.common import cpu_seconds, reference_loop_ms
+from bench.common import HostProbe, cpu_seconds
 from bench.metrics import (
     MACHINE,
     PhaseStats,
@@ -148,11 +148,12 @@ class Sampler:
         self.nodes = nodes
         self.locust_pid = locust_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
-        self.reference: list[tuple[float, float]] = []  # (time, reference loop CPU ms)
+        self.probe = HostProbe()
+        self.reference: list[tuple[float, float]] = []  # (time, host probe CPU ms)
 
     def sample(self) -> None:
         now = time.time()
-        self.reference.append((now, reference_loop_ms()))
+        self.reference.append((now, self.probe()))
         values: dict[str, float] = {}
         for i, proc in enumerate(self.nodes.procs):
             if proc is not None:

@@ -54,5 +54,5 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "History check" in report and "HISTORY CHECK FAILED" not in report
     assert "## Phase: slowed" in report and "## Phase: stopped" in report
-    assert "Host speed (a fixed reference loop" in report
+    assert "Host speed (a fixed probe" in report
     assert "<img src='throughput.png'" in (out / "report.html").read_text()
