@@ -30,6 +30,17 @@ def duration(text: str) -> float:
     return number if match.group(2) == "s" else number / 1000
 
 
+def positive(text: str) -> int:
+    """A whole number of at least 1 (batch sizes, the window)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def percent(text: str) -> float:
     try:
         value = float(text)
@@ -99,16 +110,33 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help="per-request timeout of messages to peers (default 1s)",
     )
     parser.add_argument(
-        "--window", type=int, default=4, help="Accept batches in flight at once (default 4)"
+        "--window", type=positive, default=4, help="Accept batches in flight at once (default 4)"
     )
     parser.add_argument(
-        "--max-batch", type=int, default=1024, help="most values per Accept batch (default 1024)"
+        "--max-batch",
+        type=positive,
+        default=1024,
+        help="most values per Accept batch (default 1024)",
     )
     parser.add_argument(
         "--pipeline-batch",
-        type=int,
+        type=positive,
         default=64,
         help="a batch beyond the first in flight waits to hold this many values (default 64)",
+    )
+    parser.add_argument(
+        "--min-batch",
+        type=positive,
+        default=32,
+        help="with no batch in flight, a smaller one waits up to --linger for more values "
+        "(default 32; 1 never waits)",
+    )
+    parser.add_argument(
+        "--linger",
+        type=duration,
+        default=duration("4ms"),
+        metavar="D",
+        help="longest wait of a batch smaller than --min-batch (default 4ms)",
     )
     parser.add_argument(
         "--log-level",
@@ -133,6 +161,8 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         window=args.window,
         max_batch=args.max_batch,
         pipeline_batch=args.pipeline_batch,
+        min_batch=args.min_batch,
+        linger=args.linger,
     )
 
 
@@ -157,6 +187,10 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         str(args.max_batch),
         "--pipeline-batch",
         str(args.pipeline_batch),
+        "--min-batch",
+        str(args.min_batch),
+        "--linger",
+        f"{args.linger}s",
         "--log-level",
         args.log_level,
     ]

@@ -241,6 +241,54 @@ def test_small_batches_wait_for_the_round_in_flight() -> None:
     ]
 
 
+def test_a_small_first_batch_lingers_until_it_fills() -> None:
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01})
+    leader = c.nodes[0]
+    c.propose(0, [1, 2])
+    c.handle(0, leader.flush(5.0))  # no round in flight, two values: they wait for company
+    assert not of_type(c.net, Accept) and leader.flush_due == 5.01
+    c.handle(0, leader.flush(5.005))
+    assert not of_type(c.net, Accept) and leader.flush_due == 5.01  # the deadline stays
+    c.propose(0, [3, 4], 3)
+    c.handle(0, leader.flush(5.006))  # four: a full first batch goes at once
+    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1, 2, 3, 4))}
+    assert leader.flush_due is None
+    c.run()
+    assert [o.slot for o in c.committed()] == [1, 2, 3, 4]
+
+
+def test_a_lingering_batch_goes_when_it_is_due() -> None:
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01})
+    leader = c.nodes[0]
+    c.propose(0, [1])
+    c.handle(0, leader.flush(5.0))
+    assert not of_type(c.net, Accept)
+    c.handle(0, leader.flush(5.01))  # due: it goes alone
+    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1,))}
+    assert leader.flush_due is None
+
+
+def test_no_lingering_without_the_time_or_with_a_round_in_flight() -> None:
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01, "pipeline_batch": 64})
+    leader = c.nodes[0]
+    c.propose(0, [1])
+    c.flush(0)  # a flush without the time never waits
+    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1,))}
+    c.propose(0, [2], 2)
+    c.handle(0, leader.flush(5.0))  # a round in flight: Nagle's rule, not lingering
+    assert leader.flush_due is None and len(of_type(c.net, Accept)) == 3
+    c.run()  # the round is chosen; the next turn's flush sends the waiting value
+    assert [o.slot for o in c.committed()] == [1, 2]
+
+
+def test_a_follower_never_lingers() -> None:
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01})
+    follower = c.nodes[1]
+    ready = follower.propose(1, 5)
+    assert [type(o).__name__ for o in ready.outcomes] == ["Rejected"]
+    assert not follower.flush(5.0).messages and follower.flush_due is None
+
+
 def test_max_batch_splits_a_long_queue() -> None:
     c = Cluster(3, {"max_batch": 2})
     c.propose(0, [1, 2, 3, 4])

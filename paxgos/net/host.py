@@ -90,6 +90,7 @@ class NodeHost:
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._request_ids = itertools.count(1)
         self._flush_scheduled = False
+        self._linger_timer: object | None = None
         self._queue: list[tuple[Ready, Respond | None]] = []
         self._writing = False
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-write")
@@ -117,6 +118,9 @@ class NodeHost:
             self._ticker.stop()
         if self._housekeeper is not None:
             self._housekeeper.stop()
+        if self._linger_timer is not None:
+            IOLoop.current().remove_timeout(self._linger_timer)
+            self._linger_timer = None
         self.transport.close()
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
@@ -206,7 +210,21 @@ class NodeHost:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._submit(self.node.flush(), None)
+        self._submit(self.node.flush(self._now()), None)
+        due = self.node.flush_due
+        if due is not None and self._linger_timer is None:
+            # A small batch lingers (see Config.min_batch): flush again when it is due, if more
+            # proposals have not filled it before then.
+            loop = IOLoop.current()
+            self._linger_timer = loop.call_later(max(0.0, due - self._now()), self._lingered)
+
+    def _lingered(self) -> None:
+        self._linger_timer = None
+        self._flush()
+
+    def _now(self) -> float:
+        """The core's clock: seconds since this host started."""
+        return time.monotonic() - self._clock_zero
 
     # --- the Ready pipeline -------------------------------------------------------------------
 

@@ -52,6 +52,8 @@ class NodeOptions:
     window: int = 4
     max_batch: int = 1024
     pipeline_batch: int = 64
+    min_batch: int = 32
+    linger: float = 0.004
 
 
 class StartupError(Exception):
@@ -99,6 +101,8 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         window=options.window,
         max_batch=options.max_batch,
         pipeline_batch=options.pipeline_batch,
+        min_batch=options.min_batch,
+        linger=options.linger,
     )
     store = open_store(options)
     try:
