@@ -4,12 +4,13 @@ Inputs are method calls, each returning a ``Ready`` (see ``paxgos.core.ready``):
 
 - ``campaign()``: start phase 1 with a ballot above any seen (node 0 does this at boot);
 - ``propose(request, value)``: a client asks for ``value`` to be committed;
-- ``flush()``: the end of an event-loop turn: cut the queued proposals into one Accept batch;
+- ``flush(now)``: the end of an event-loop turn: cut the queued proposals into one Accept batch
+  (a small first batch may linger until ``flush_due`` for more values: ``Config.min_batch``);
 - ``step(message)``: a peer's message arrived;
 - ``tick(now)``: time passed (retransmissions, heartbeats, catch-up, re-campaigning).
 
-Nothing here reads a clock, a socket or a file: time only arrives through ``tick``, so the same
-inputs in the same order always give the same outputs.
+Nothing here reads a clock, a socket or a file: time only arrives through ``tick`` and
+``flush``, so the same inputs in the same order always give the same outputs.
 
 Multi-Paxos as in ``DESIGN.md``: phase 1 once per leadership over every slot from the first one
 not known chosen; re-proposal of the highest-ballot accepted value per slot and no-ops in holes;

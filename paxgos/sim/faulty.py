@@ -43,8 +43,8 @@ class ReplyBeforePersistNode(Node):
     def propose(self, request: int, value: int) -> Ready:
         return self._defer(super().propose(request, value))
 
-    def flush(self) -> Ready:
-        return self._defer(super().flush())
+    def flush(self, now: float | None = None) -> Ready:
+        return self._defer(super().flush(now))
 
     def campaign(self) -> Ready:
         return self._defer(super().campaign())

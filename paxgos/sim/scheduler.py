@@ -17,6 +17,7 @@ CLIENT_WAKE = 3  # a=client
 CLIENT_TIMEOUT = 4  # a=client, b=attempt
 RESTART = 5  # a=node, b=crash number
 HEAL_PARTITION = 6  # a=partition number
+FLUSH = 7  # a=node, b=incarnation: a lingering batch is due
 
 Event = tuple[int, int, int, Any, Any, Any]
 

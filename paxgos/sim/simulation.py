@@ -22,6 +22,7 @@ bring every node to the same commit index (liveness).  Safety is checked at ever
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import traceback
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from paxgos.sim.scheduler import (
     CLIENT_TIMEOUT,
     CLIENT_WAKE,
     DELIVER,
+    FLUSH,
     HEAL_PARTITION,
     PROPOSE,
     RESTART,
@@ -101,6 +103,9 @@ class Simulation:
         catchup_batch = rng.choice((3, 10_000))
         # Small batches pipeline freely (many rounds in flight); large ones wait to fill.
         pipeline_batch = 1 if max_batch < 1024 else 64
+        # Half the seeds let a small first batch linger (as the real nodes do); drawn from a
+        # generator of its own so that the other choices of a seed stay what they were.
+        min_batch = random.Random(seed ^ 0x6C696E67).choice((1, 4))
         self.configs = [
             Config(
                 i,
@@ -109,6 +114,8 @@ class Simulation:
                 max_batch=max_batch,
                 pipeline_batch=pipeline_batch,
                 catchup_batch=catchup_batch,
+                min_batch=min_batch,
+                linger=0.005,
             )
             for i in range(n)
         ]
@@ -116,6 +123,7 @@ class Simulation:
         self.stores = [MemoryStore() for _ in range(n)]
         self.nodes: list[Node | None] = [None] * n
         self.incarnation = [0] * n
+        self.flush_timers: set[int] = set()  # nodes with a FLUSH event pending
         self.requests: list[dict[int, int]] = [{} for _ in range(n)]  # request -> client
         self.clients = Clients(opts.clients, rng, self.scheduler, self.checker, self.leader)
         self.max_down = n - 1 if opts.max_down is None else opts.max_down
@@ -218,6 +226,11 @@ class Simulation:
         elif kind == RESTART:
             if self.nodes[a] is None and self.incarnation[a] == b:
                 self._restart(a)
+        elif kind == FLUSH:
+            self.flush_timers.discard(a)
+            if self.nodes[a] is not None and self.incarnation[a] == b:
+                self.last_node = a
+                self._flush(a)
         elif kind == HEAL_PARTITION:
             if self.partitions == a and self.network.groups is not None:
                 self.network.groups = None
@@ -244,7 +257,7 @@ class Simulation:
         if type(msg) is Accept and ready.response is not None and ready.response.ok:
             self.checker.accepted(dst, msg.ballot, msg.first, msg.values, commit)
         self._apply(dst, ready, src)
-        self._apply(dst, node.flush(), src)
+        self._flush(dst)
         self.checker.promised(dst, node.acceptor.promised)
 
     def _tick(self, i: int, incarnation: int) -> None:
@@ -253,7 +266,7 @@ class Simulation:
             return  # a dead incarnation's timer
         self.last_node = i
         self._apply(i, node.tick(self.scheduler.now / 1e6), i)
-        self._apply(i, node.flush(), i)
+        self._flush(i)
         self.checker.promised(i, node.acceptor.promised)
         self.scheduler.after(self.rng.randint(10_000, 30_000), TICK, i, incarnation)
 
@@ -268,9 +281,21 @@ class Simulation:
         for request, value in batch:
             pending[request] = cid
             self._apply(i, node.propose(request, value), i)
-        self._apply(i, node.flush(), i)
+        self._flush(i)
 
     # --- the host contract --------------------------------------------------------------------
+
+    def _flush(self, i: int) -> None:
+        """The end of node ``i``'s turn; a lingering batch gets a FLUSH event when it is due."""
+        node = self.nodes[i]
+        assert node is not None
+        self._apply(i, node.flush(self.scheduler.now / 1e6), i)
+        due = node.flush_due
+        if due is not None and i not in self.flush_timers:
+            self.flush_timers.add(i)
+            # Strictly after the due time, whatever the float rounding: at it, it still waits.
+            delay = max(1, math.ceil(due * 1e6) - self.scheduler.now + 1)
+            self.scheduler.after(delay, FLUSH, i, self.incarnation[i])
 
     def _apply(self, i: int, ready: Ready, reply_to: int) -> None:
         """Persist, then respond, then send, then complete: ``paxgos.core.ready``'s order."""
@@ -307,7 +332,8 @@ class Simulation:
         self._apply(i, node.tick(self.scheduler.now / 1e6), i)
         if i == self.leader:
             self._apply(i, node.campaign(), i)
-        self._apply(i, node.flush(), i)
+        self.flush_timers.discard(i)
+        self._flush(i)
         self.scheduler.after(self.rng.randint(0, 10_000), TICK, i, self.incarnation[i])
 
     def _restart(self, i: int) -> None:
