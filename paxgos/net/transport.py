@@ -13,7 +13,8 @@ on the leader the fan-out is on the hot path of every round.  Tornado's simple c
 connection per request, and the curl client spent about a third of the leader's CPU in its
 Python layer (request objects, dozens of ``setopt`` calls and a header callback per request).
 ``PeerClient`` writes one preformatted request and reads one ``Content-Length`` response on
-Tornado's ``IOStream``; connecting goes through Tornado's ``TCPClient``.
+Tornado's ``IOStream``; it connects to an IP address directly and to a host name through
+Tornado's ``TCPClient``.
 
 Messages to the node itself skip HTTP and go straight back into the host, after the same fault
 injection an acceptor applies to its peers' messages.
@@ -116,7 +117,11 @@ class PeerClient:
             + (f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         ).encode() + body
         loop = IOLoop.current()
-        stream = self.idle.pop() if self.idle else None
+        stream = None
+        while self.idle and stream is None:
+            stream = self.idle.pop()
+            if stream.closed():  # the peer hung up while it was idle
+                stream = None
         if stream is None:
             stream = await self._connect(timeout)
         self.busy[stream] = loop.time() + timeout
