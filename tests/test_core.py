@@ -9,7 +9,7 @@ tests can reorder, drop and duplicate.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, event, given, settings
@@ -977,9 +977,12 @@ def assert_reproposes_highest(
     promisers: set[int],
     commit: int,
     accepted: dict[int, dict[int, tuple[Ballot, Value]]],
+    queued: Sequence[Value] = (),
 ) -> None:
     """Per slot above ``commit``: the value of the highest ballot among the promisers'
-    ``accepted`` values, or a no-op in a hole, up to the highest slot any of them accepted."""
+    ``accepted`` values, or a no-op in a hole, up to the highest slot any of them accepted.
+    Beyond that, only the client values the new leader still had queued, in order (a leader
+    that campaigns again keeps the proposals it had not yet sent)."""
     highest: dict[int, tuple[Ballot, Value]] = {}
     for i in promisers:
         for slot, entry in accepted[i].items():
@@ -987,7 +990,10 @@ def assert_reproposes_highest(
                 highest[slot] = entry
     top = max(highest, default=commit)
     expected = {s: highest[s][1] if s in highest else None for s in range(commit + 1, top + 1)}
-    assert proposed == expected
+    assert {s: v for s, v in proposed.items() if s <= top} == expected
+    fresh = sorted(s for s in proposed if s > top)
+    assert fresh == list(range(top + 1, top + 1 + len(fresh)))
+    assert [proposed[s] for s in fresh] == list(queued)[: len(fresh)]
 
 
 @PROPERTY
@@ -1043,9 +1049,10 @@ def test_new_leader_reproposes_the_highest_accepted_value(data: st.DataObject) -
         new = data.draw(st.sampled_from(nodes), "new leader")
         quorum = data.draw(st.sets(st.sampled_from(nodes), min_size=majority), "promise quorum")
         snapshot = {i: dict(c.nodes[i].acceptor.accepted) for i in nodes}
+        queued = [value for _, value in c.nodes[new].queue]
         proposed, promisers = take_over(c, new, quorum)
         node = c.nodes[new]
-        assert_reproposes_highest(proposed, promisers, node.commit, snapshot)
+        assert_reproposes_highest(proposed, promisers, node.commit, snapshot, queued)
         # A value a majority accepted under one ballot is never replaced.
         for (slot, _ballot, value), voters in c.tracker.votes.items():
             if len(voters) >= majority:
