@@ -41,6 +41,7 @@ def test_parse_head_knows_when_the_connection_ends() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
     ],
 )
 def test_parse_head_refuses_what_a_peer_never_sends(head: bytes) -> None:
@@ -48,13 +49,18 @@ def test_parse_head_refuses_what_a_peer_never_sends(head: bytes) -> None:
         parse_head(head)
 
 
+SERVER_STREAMS: list[object] = []  # the server's side of every connection /echo answered on
+NEVER_CALLS: list[int] = []
+
+
 class _Echo(tornado.web.RequestHandler):
     """POST /echo: the body back, and which client port it came from (one per connection)."""
 
     def post(self) -> None:
         assert self.request.connection is not None
-        port = self.request.connection.stream.socket.getpeername()[1]  # type: ignore[attr-defined]
-        self.write(f"{port}:".encode() + self.request.body)
+        stream = self.request.connection.stream  # type: ignore[attr-defined]
+        SERVER_STREAMS.append(stream)
+        self.write(f"{stream.socket.getpeername()[1]}:".encode() + self.request.body)
 
 
 class _Empty(tornado.web.RequestHandler):
@@ -64,6 +70,7 @@ class _Empty(tornado.web.RequestHandler):
 
 class _Never(tornado.web.RequestHandler):
     async def post(self) -> None:
+        NEVER_CALLS.append(1)
         await asyncio.sleep(30)
 
 
@@ -106,6 +113,30 @@ class PeerClientTest(AsyncTestCase):
             404,
             b"<html><title>404: Not Found</title><body>404: Not Found</body></html>",
         )
+
+    @gen_test
+    async def test_a_connection_the_peer_closed_while_idle_is_replaced(self) -> None:
+        status, first = await self.client.fetch("POST /echo", b"one", 2.0)
+        assert status == 200 and len(self.client.idle) == 1
+        for stream in SERVER_STREAMS:  # the peer restarts: its side of every connection closes
+            stream.close()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+        status, second = await self.client.fetch("POST /echo", b"two", 2.0)
+        assert status == 200 and second.endswith(b":two")
+        assert first.split(b":")[0] != second.split(b":")[0]  # on a new connection
+
+    @gen_test(timeout=10)
+    async def test_an_overdue_answer_on_a_reused_connection_is_not_sent_again(self) -> None:
+        await self.client.fetch("POST /echo", b"warm", 2.0)  # one idle connection
+        NEVER_CALLS.clear()
+        request = asyncio.ensure_future(self.client.fetch("POST /never", b"", 0.2))
+        await asyncio.sleep(0.3)
+        self.client.expire(IOLoop.current().time())
+        with pytest.raises(PeerError):
+            await request
+        await asyncio.sleep(0.1)
+        assert NEVER_CALLS == [1]  # timed out, not retried: the peer is slow, not gone
+        assert not self.client.busy and not self.client.overdue
 
     @gen_test
     async def test_a_host_name_is_resolved(self) -> None:

@@ -67,6 +67,10 @@ def parse_head(head: bytes) -> tuple[int, int, bool]:
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         raise PeerError(f"not an HTTP/1 response: {lines[0][:80]!r}")
     status = int(parts[1])
+    if status < 200:
+        # An interim answer would leave the real one unread on a pooled connection; our peers
+        # never send one (no request of ours says "Expect").
+        raise PeerError(f"unexpected interim response {status}")
     keep_alive = parts[0] == b"HTTP/1.1"
     length = 0
     for line in lines[1:]:
@@ -83,7 +87,7 @@ def parse_head(head: bytes) -> tuple[int, int, bool]:
             )
         elif name == b"transfer-encoding":
             raise PeerError("chunked responses are not expected from a peer")
-    if status in (204, 304) or 100 <= status < 200:
+    if status in (204, 304):
         length = 0
     return status, length, keep_alive
 
@@ -108,6 +112,7 @@ class PeerClient:
         self.idle: list[IOStream] = []
         #: Connections with a request under way -> the loop time its answer is due by.
         self.busy: dict[IOStream, float] = {}
+        self.overdue: set[IOStream] = set()  # closed by ``expire``: their request timed out
         self.closed = False
 
     async def fetch(self, head: str, body: bytes, timeout: float) -> tuple[int, bytes]:
@@ -116,15 +121,30 @@ class PeerClient:
             f"{head} HTTP/1.1\r\nHost: {self.netloc}\r\n"
             + (f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         ).encode() + body
-        loop = IOLoop.current()
-        stream = None
-        while self.idle and stream is None:
-            stream = self.idle.pop()
-            if stream.closed():  # the peer hung up while it was idle
-                stream = None
-        if stream is None:
-            stream = await self._connect(timeout)
-        self.busy[stream] = loop.time() + timeout
+        # An idle connection may have been closed by the peer (a restart) without this side
+        # noticing (nothing reads an idle stream): if a reused one fails before its answer is
+        # due, the request goes once more on a new connection.  A peer message may arrive twice
+        # anyway (the core retransmits), so resending is safe.
+        stream = self.idle.pop() if self.idle else None
+        if stream is not None:
+            try:
+                return await self._exchange(stream, request, timeout)
+            except PeerError:
+                if stream in self.overdue:
+                    self.overdue.discard(stream)
+                    raise
+        stream = await self._connect(timeout)
+        try:
+            return await self._exchange(stream, request, timeout)
+        finally:
+            self.overdue.discard(stream)
+
+    async def _exchange(
+        self, stream: IOStream, request: bytes, timeout: float
+    ) -> tuple[int, bytes]:
+        """One request and its answer on ``stream``; the stream goes back to the idle pool if
+        the answer leaves it reusable."""
+        self.busy[stream] = IOLoop.current().time() + timeout
         try:
             stream.write(request)
             status, length, keep_alive = parse_head(
@@ -152,7 +172,10 @@ class PeerClient:
             except (OSError, StreamClosedError, asyncio.TimeoutError, TimeoutError) as exc:
                 raise PeerError(f"cannot connect: {exc}") from exc
         else:
-            stream = IOStream(socket.socket(self.family, socket.SOCK_STREAM))
+            try:
+                stream = IOStream(socket.socket(self.family, socket.SOCK_STREAM))
+            except OSError as exc:  # out of file descriptors, say
+                raise PeerError(f"cannot connect: {exc}") from exc
             self.busy[stream] = IOLoop.current().time() + timeout  # the sweep bounds connect
             try:
                 await stream.connect((self.address, self.port))
@@ -161,6 +184,7 @@ class PeerClient:
                 raise PeerError(f"cannot connect: {exc}") from exc
             finally:
                 self.busy.pop(stream, None)
+                self.overdue.discard(stream)
         stream.set_nodelay(True)
         return stream
 
@@ -168,6 +192,7 @@ class PeerClient:
         """Close the connections whose answer is overdue (their requests fail)."""
         for stream, due in list(self.busy.items()):
             if due <= now:
+                self.overdue.add(stream)
                 stream.close()
 
     def close(self) -> None:
@@ -192,6 +217,7 @@ class Transport:
         self.clients: dict[int, PeerClient] = {}
         self._encoded: tuple[Message | None, bytes] = (None, b"")
         self._sweeper: PeriodicCallback | None = None
+        self.closed = False
 
     def _client(self, to: int) -> PeerClient:
         client = self.clients.get(to)
@@ -210,6 +236,8 @@ class Transport:
             client.expire(now)
 
     def close(self) -> None:
+        """Close every connection; messages sent from now on are dropped (the node stops)."""
+        self.closed = True
         if self._sweeper is not None:
             self._sweeper.stop()
         for client in self.clients.values():
@@ -221,7 +249,7 @@ class Transport:
         if to == self.host.node.id:
             asyncio.ensure_future(self._local(msg))
             return
-        if self.in_flight[to] >= self.max_in_flight:
+        if self.in_flight[to] >= self.max_in_flight or self.closed:
             self.dropped += 1
             return
         if isinstance(msg, CatchupRequest):
