@@ -29,8 +29,8 @@ class HostProbe:
     the shared caches) that varies, and with it everything the benchmark measures.  The work is
     5,000 random lookups in a 300,000-entry dict (tens of MB, like the nodes' and Locust's
     heaps), not a loop that fits in the first-level cache: in a 60 s run under load on our
-    2-core machine its per-second times correlated with the per-second commits at -0.48, a pure
-    arithmetic loop's at -0.29.
+    2-core machine the same kind of probe (20,000 lookups) correlated with the per-second
+    commits at -0.48, a pure arithmetic loop at -0.29.
     """
 
     def __init__(self, entries: int = 300_000, lookups: int = 5_000, seed: int = 0) -> None:

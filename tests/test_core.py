@@ -281,12 +281,16 @@ def test_no_lingering_without_the_time_or_with_a_round_in_flight() -> None:
     assert [o.slot for o in c.committed()] == [1, 2]
 
 
-def test_a_follower_never_lingers() -> None:
-    c = Cluster(3, {"min_batch": 4, "linger": 0.01})
-    follower = c.nodes[1]
-    ready = follower.propose(1, 5)
-    assert [type(o).__name__ for o in ready.outcomes] == ["Rejected"]
-    assert not follower.flush(5.0).messages and follower.flush_due is None
+def test_only_a_leader_lingers() -> None:
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01}, campaign=False)
+    candidate = c.nodes[0]
+    c.handle(0, candidate.campaign())  # its Prepares stay undelivered: still a candidate
+    c.handle(0, candidate.propose(1, 5))  # a candidate queues proposals for when it leads
+    assert candidate.role == CANDIDATE and len(candidate.queue) == 1
+    assert not of_type(c.net, Accept)
+    c.handle(0, candidate.flush(5.0))
+    assert candidate.flush_due is None  # nothing to wait for until it leads
+    assert not of_type(c.net, Accept)
 
 
 def test_max_batch_splits_a_long_queue() -> None:

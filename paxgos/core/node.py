@@ -224,17 +224,13 @@ class Node:
         return self.lingering_since + self.config.linger
 
     def _linger(self, now: float) -> bool:
+        """Whether a small first batch should keep waiting (starting the wait if need be)."""
         cfg = self.config
-        if (
-            self.role == LEADER
-            and not self.rounds
-            and 0 < len(self.queue) < cfg.min_batch
-            and (self.lingering_since is None or now < self.lingering_since + cfg.linger)
-        ):
-            if self.lingering_since is None:
-                self.lingering_since = now
-            return True
-        return False
+        if self.role != LEADER or self.rounds or not 0 < len(self.queue) < cfg.min_batch:
+            return False
+        if self.lingering_since is None:
+            self.lingering_since = now
+        return now < self.lingering_since + cfg.linger
 
     def _flush(self, ready: Ready) -> None:
         self.lingering_since = None

@@ -128,18 +128,18 @@ class PeerClient:
         stream = self.idle.pop() if self.idle else None
         if stream is not None:
             try:
-                return await self._exchange(stream, request, timeout)
+                return await self._round_trip(stream, request, timeout)
             except PeerError:
                 if stream in self.overdue:
                     self.overdue.discard(stream)
                     raise
         stream = await self._connect(timeout)
         try:
-            return await self._exchange(stream, request, timeout)
+            return await self._round_trip(stream, request, timeout)
         finally:
             self.overdue.discard(stream)
 
-    async def _exchange(
+    async def _round_trip(
         self, stream: IOStream, request: bytes, timeout: float
     ) -> tuple[int, bytes]:
         """One request and its answer on ``stream``; the stream goes back to the idle pool if
