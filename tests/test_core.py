@@ -437,12 +437,33 @@ def test_commit_index_rides_on_the_next_accept_and_learn() -> None:
     assert accept.first == 2 and accept.commit == 1  # piggybacked
     c.run()
     assert c.log(1) == c.log(2) == [1]  # applied from the piggybacked index
-    c.tick(0.01)  # the moved commit index goes out alone on the next tick
+    c.tick(0.01)  # this tick finds the moved commit index unsent: an Accept may carry it
+    c.tick(0.005)
+    assert not of_type(c.sent, Learn)
+    c.tick(0.005)  # unsent for learn_delay (0.01) since then: it goes out alone
     learns = of_type(c.sent, Learn)
     assert learns and learns[-1][2].commit == 2
     c.run()
     assert c.log(1) == c.log(2) == [1, 2]
     c.check()
+
+
+def test_an_accept_within_learn_delay_carries_the_commit_index_instead_of_a_learn() -> None:
+    c = Cluster(3, {"heartbeat_interval": 10.0})
+    c.propose(0, [1])
+    c.flush(0)
+    c.run()
+    c.tick(0.004)  # finds commit 1 unsent
+    c.propose(0, [2], 2)
+    c.flush(0)  # the Accept carries it
+    c.run()
+    c.tick(0.004)  # finds commit 2 unsent: its delay starts here, not at commit 1's tick
+    c.tick(0.004)
+    c.tick(0.004)  # 0.008 since then
+    assert not of_type(c.sent, Learn)
+    assert c.log(1) == c.log(2) == [1]
+    c.tick(0.004)
+    assert [msg.commit for _, _, msg in of_type(c.sent, Learn)] == [2, 2]
 
 
 def test_leader_heartbeats_with_learn_when_idle() -> None:

@@ -77,6 +77,11 @@ class Config:
     catchup_timeout: float = 1.0
     #: A leader with nothing to send for this long sends a Learn (heartbeat and commit index).
     heartbeat_interval: float = 0.1
+    #: A moved commit index rides on the next Accept; a tick sends it alone (a Learn) only once
+    #: it has gone unsent for this long, counted from the first tick that found it unsent.  Under
+    #: load the next Accept nearly always comes first, and a Learn costs every follower a
+    #: request and a write; 0 sends it at the first tick.
+    learn_delay: float = 0.01
     #: A learner behind the commit index for this long fetches what it misses.
     catchup_after: float = 0.2
     #: Entries asked for per catch-up request.
@@ -138,6 +143,7 @@ class Node:
         self.requests: dict[int, int] = {}  # slot -> client request proposed there
         self.next_slot = self.commit + 1
         self.commit_unsent = False  # commit index moved since the last Accept/Learn
+        self.commit_unsent_seen: float | None = None  # the first tick that found it so
         self.sent_at = 0.0  # last Accept or Learn broadcast
         self.recampaign_at: float | None = None
         self.rounds_sent = 0  # statistics, for /status
@@ -257,9 +263,14 @@ class Node:
                     rnd.sent_at = now
                     msg = Accept(self.id, self.ballot, rnd.first, rnd.values, self.commit)
                     ready.messages.extend((p, msg) for p in self._all() if p not in rnd.acks)
-            # The commit index rides on the next Accept; when none follows by the next tick it
-            # goes out alone (which also tells followers the leader is alive).
-            if self.commit_unsent or now - self.sent_at >= cfg.heartbeat_interval:
+            # The commit index rides on the next Accept; when none follows within learn_delay
+            # it goes out alone (as a heartbeat does, telling followers the leader is alive).
+            learn = now - self.sent_at >= cfg.heartbeat_interval
+            if self.commit_unsent:
+                if self.commit_unsent_seen is None:
+                    self.commit_unsent_seen = now
+                learn = learn or now - self.commit_unsent_seen >= cfg.learn_delay
+            if learn:
                 self._broadcast_learn(ready)
         elif self.role == CANDIDATE:
             if now - self.prepare_sent_at >= cfg.retry_interval:
@@ -422,12 +433,14 @@ class Node:
         msg = Accept(self.id, self.ballot, first, values, self.commit)
         ready.messages.extend((p, msg) for p in self._all())
         self.commit_unsent = False
+        self.commit_unsent_seen = None
         self.sent_at = self.now
 
     def _broadcast_learn(self, ready: Ready) -> None:
         learn = Learn(self.id, self.ballot, self.commit)
         ready.messages.extend((p, learn) for p in self.peers)
         self.commit_unsent = False
+        self.commit_unsent_seen = None
         self.sent_at = self.now
 
     def _on_accepted(self, msg: Accepted, ready: Ready) -> None:
@@ -477,7 +490,10 @@ class Node:
                 first = ready.persist.chosen[0][0]
                 log.debug("node %d: learned slots %d..%d", self.id, first, self.commit)
             self.progress_at = self.now
-            self.commit_unsent = self.role == LEADER
+            if self.role == LEADER:
+                self.commit_unsent = True
+            else:
+                self.commit_unsent, self.commit_unsent_seen = False, None
             if self.commit > self.known_commit:
                 self.known_commit = self.commit
             if (
