@@ -105,9 +105,9 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peer-timeout",
         type=duration,
-        default=duration("1s"),
+        default=duration("5s"),
         metavar="D",
-        help="per-request timeout of messages to peers (default 1s)",
+        help="per-request timeout of messages to peers (default 5s)",
     )
     parser.add_argument(
         "--window", type=positive, default=4, help="Accept batches in flight at once (default 4)"

@@ -71,7 +71,7 @@ class NodeHost:
         urls: list[str],
         faults: FaultInjector,
         request_timeout: float = 5.0,
-        peer_timeout: float = 1.0,
+        peer_timeout: float = 5.0,
         tick_interval: float = 0.02,
     ):
         self.node = node

@@ -48,7 +48,7 @@ class NodeOptions:
     db_max_pages: int | None = None
     faults: FaultFlags = field(default_factory=FaultFlags)
     request_timeout: float = 5.0
-    peer_timeout: float = 1.0
+    peer_timeout: float = 5.0
     window: int = 4
     max_batch: int = 1024
     pipeline_batch: int = 64
