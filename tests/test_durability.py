@@ -140,3 +140,25 @@ def test_full_disk_fails_requests_clearly_and_keeps_state(
     nodes.wait_converged(timeout=20, at_least=slot)
     logs = fetch_logs(nodes.urls)
     assert logs[0] == logs[1] == logs[2]
+
+
+def test_the_leader_writes_once_per_round_and_its_log_still_shows_every_commit(
+    make_nodes: Callable[..., LocalNodes],
+) -> None:
+    # One client, one value per round: the leader's chosen batch starts no write of its own but
+    # rides on the next round's (paxgos.core.ready, rule 4), and a tick writes the last one.
+    nodes = make_nodes(3)
+    before = nodes.status(0)
+    slots = []
+    for value in range(1000, 1020):
+        outcome, slot, answer = propose(nodes.urls[0], value)
+        assert outcome == "ok", answer
+        slots.append(slot)
+    after = nodes.status(0)
+    rounds = after["rounds_sent"] - before["rounds_sent"]
+    writes = after["store_writes"] - before["store_writes"]
+    assert rounds >= 20
+    assert writes <= rounds + 1, (writes, rounds)
+    assert nodes.wait_converged(timeout=5, at_least=max(slots)) >= max(slots)
+    log = dict(nodes.history(0))
+    assert [log[slot] for slot in slots] == list(range(1000, 1020))

@@ -14,6 +14,10 @@ everything in order (persist, response, messages, outcomes) satisfies them all:
    not wait for earlier Readys' writes.
 3. ``outcomes`` (client requests completed) may be released at once: a ``Committed`` value is
    chosen, i.e. already durable on a majority of acceptors; the rest promise nothing.
+4. A ``persist`` that only records chosen entries (``Persist.chosen_only``) gates nothing by
+   itself: with no response or messages in its Ready, its write may wait for the next write (or
+   a timer), as long as writes stay in order.  A chosen entry lost in a crash is not a lost
+   value: the acceptors' accepted values still hold it, and phase 1 or catch-up learns it again.
 
 This is the contract that keeps ``core`` free of I/O, after etcd's raft ``Ready``.
 """
@@ -36,6 +40,11 @@ class Persist:
 
     def __bool__(self) -> bool:
         return self.promised is not None or bool(self.accepted) or bool(self.chosen)
+
+    @property
+    def chosen_only(self) -> bool:
+        """Whether it records chosen entries and nothing else (rule 4 of the module)."""
+        return self.promised is None and not self.accepted and bool(self.chosen)
 
 
 @dataclass(frozen=True)

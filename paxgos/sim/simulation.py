@@ -30,7 +30,7 @@ from typing import TextIO
 
 from paxgos.core import LEADER, Config, Node, Ready
 from paxgos.core.messages import Accept, CatchupRequest, Message, Prepare
-from paxgos.core.ready import Committed
+from paxgos.core.ready import Committed, Persist
 from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.clients import Clients
 from paxgos.sim.faulty import node_factory
@@ -106,6 +106,10 @@ class Simulation:
         # Half the seeds let a small first batch linger (as the real nodes do); drawn from a
         # generator of its own so that the other choices of a seed stay what they were.
         min_batch = random.Random(seed ^ 0x6C696E67).choice((1, 4))
+        # Half the seeds defer chosen-only writes to the next write or tick, as the real host
+        # does (paxgos.core.ready, rule 4): a crash then loses chosen entries it had learned.
+        self.defer_chosen = random.Random(seed ^ 0x64656665).random() < 0.5
+        self.deferred: list[list[Persist]] = [[] for _ in range(n)]
         self.configs = [
             Config(
                 i,
@@ -180,6 +184,9 @@ class Simulation:
             if self.scheduler.now > deadline:
                 raise Violation("liveness", self._stuck())
             self._step_once()
+        for i in range(self.options.nodes):
+            if self.deferred[i]:
+                self._write(i)  # writes a tick would make next (and a clean stop makes)
         logs = {i: store.chosen for i, store in enumerate(self.stores)}
         self.checker.final_logs(logs)
 
@@ -266,6 +273,8 @@ class Simulation:
             return  # a dead incarnation's timer
         self.last_node = i
         self._apply(i, node.tick(self.scheduler.now / 1e6), i)
+        if self.deferred[i]:
+            self._write(i)
         self._flush(i)
         self.checker.promised(i, node.acceptor.promised)
         self.scheduler.after(self.rng.randint(10_000, 30_000), TICK, i, incarnation)
@@ -303,7 +312,13 @@ class Simulation:
         if persist:
             if persist.chosen:
                 self.checker.learned(i, persist.chosen)
-            self.stores[i].apply([persist])
+            self.deferred[i].append(persist)
+        # A response waits for every earlier write, messages for their own Ready's (rules 1, 2).
+        waits = ready.response is not None or (
+            bool(persist) and (bool(ready.messages) or not persist.chosen_only)
+        )
+        if self.deferred[i] and (waits or not self.defer_chosen):
+            self._write(i)
         if ready.response is not None:
             self._send(i, reply_to, ready.response)
         for to, msg in ready.messages:
@@ -316,6 +331,11 @@ class Simulation:
             if type(outcome) is Committed:
                 self.checker.committed(i, outcome.request, outcome.slot, outcome.value)
             self.clients.answered(outcome)
+
+    def _write(self, i: int) -> None:
+        """Node ``i``'s deferred records and the current one, in order, in one write."""
+        batch, self.deferred[i] = self.deferred[i], []
+        self.stores[i].apply(batch)
 
     def _send(self, src: int, dst: int, msg: Message) -> None:
         if not self.network.send(src, dst, msg):
@@ -350,6 +370,7 @@ class Simulation:
         if self.nodes[i] is None or rng.random() < 0.5:
             i = rng.choice([i for i, node in enumerate(self.nodes) if node is not None])
         self.nodes[i] = None
+        self.deferred[i] = []  # writes the dead process never made
         self.incarnation[i] += 1
         self.down += 1
         self.crashes += 1
