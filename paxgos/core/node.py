@@ -80,7 +80,8 @@ class Config:
     #: A moved commit index rides on the next Accept; a tick sends it alone (a Learn) only once
     #: it has gone unsent for this long, counted from the first tick that found it unsent.  Under
     #: load the next Accept nearly always comes first, and a Learn costs every follower a
-    #: request and a write; 0 sends it at the first tick.
+    #: request and a write; 0 sends it at the first tick, and any value up to the host's tick
+    #: interval at the second.
     learn_delay: float = 0.01
     #: A learner behind the commit index for this long fetches what it misses.
     catchup_after: float = 0.2

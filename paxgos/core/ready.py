@@ -15,9 +15,11 @@ everything in order (persist, response, messages, outcomes) satisfies them all:
 3. ``outcomes`` (client requests completed) may be released at once: a ``Committed`` value is
    chosen, i.e. already durable on a majority of acceptors; the rest promise nothing.
 4. A ``persist`` that only records chosen entries (``Persist.chosen_only``) gates nothing by
-   itself: with no response or messages in its Ready, its write may wait for the next write (or
-   a timer), as long as writes stay in order.  A chosen entry lost in a crash is not a lost
-   value: the acceptors' accepted values still hold it, and phase 1 or catch-up learns it again.
+   itself: when its Ready has no messages and its input was not a request (a tick, a flush, a
+   proposal, or a reply such as ``Accepted``: no answer is owed, not even an empty one), its
+   write may wait for the next write (or a timer), as long as writes stay in order.  A chosen
+   entry lost in a crash is not a lost value: a majority of acceptors still holds it (accepted,
+   or chosen in their own logs), and phase 1 or catch-up learns it again.
 
 This is the contract that keeps ``core`` free of I/O, after etcd's raft ``Ready``.
 """

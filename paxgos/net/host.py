@@ -13,7 +13,8 @@ never waits on the disk.  (The transaction itself stays off the writer thread: a
 up and retakes the GIL at every SQLite step, and each retake waits for the busy event loop.)
 A Ready that only records chosen entries and has nothing to release (rule 4 of the contract: the
 leader's chosen batch, whose clients were answered at once) starts no write of its own: it joins
-the next one, or the next tick's, so a leader writes once per round instead of twice.
+the next write, or the tick after the one that first finds it waiting writes it (within about
+two ticks), so a leader writes once per round instead of twice.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class NodeHost:
         self._linger_timer: object | None = None
         self._queue: list[tuple[Ready, Respond | None]] = []
         self._waited_on = False  # something in _queue has an output waiting for the write
-        self._queue_aged = False  # a tick found _queue waiting without a write under way
+        self._queue_aged = False  # a tick found _queue waiting
         self._writing = False
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-write")
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-read")
@@ -104,6 +105,7 @@ class NodeHost:
         self._ticker: PeriodicCallback | None = None
         self._housekeeper: PeriodicCallback | None = None
         self._checkpointing = False
+        self._stopped = False
         self.started_at = time.time()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -119,6 +121,9 @@ class NodeHost:
             self.input(self.node.campaign())
 
     def stop(self) -> None:
+        """Stop the clock and the peers, write what is pending, close the store.  Callbacks
+        still queued on the loop (a finished fsync, a peer's late answer) then do nothing."""
+        self._stopped = True
         if self._ticker is not None:
             self._ticker.stop()
         if self._housekeeper is not None:
@@ -199,10 +204,10 @@ class NodeHost:
     def _tick(self) -> None:
         now = time.monotonic()
         self.input(self.node.tick(now - self._clock_zero))
-        if self._queue and not self._writing:
-            # Chosen entries no output waited for (see _submit): a round under way soon takes
-            # them along; written here once a whole tick has passed without one.
-            if self._queue_aged:
+        if self._queue:
+            # Chosen entries no output waits for (see _submit): the next round's write soon
+            # takes them along; without one, the tick after the one that found them writes them.
+            if self._queue_aged and not self._writing:
                 self._write()
             else:
                 self._queue_aged = True
@@ -249,6 +254,8 @@ class NodeHost:
     # --- the Ready pipeline -------------------------------------------------------------------
 
     def _submit(self, ready: Ready, respond: Respond | None) -> None:
+        if self._stopped:
+            return  # shutting down: nothing more is written or released
         if self.failed:
             if respond is not None:
                 respond(StorageFailed(self.failed))
@@ -302,6 +309,8 @@ class NodeHost:
 
     def _written(self, batch: list[tuple[Ready, Respond | None]], future: Any) -> None:
         self._writing = False
+        if self._stopped:
+            return  # stop() wrote the rest; the peers and the store are closed
         exc = future.exception()
         if exc is not None:
             self._storage_failed(exc, batch + self._queue)

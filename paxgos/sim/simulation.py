@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from paxgos.core import LEADER, Config, Node, Ready
-from paxgos.core.messages import Accept, CatchupRequest, Message, Prepare
+from paxgos.core.messages import Accept, CatchupRequest, Learn, Message, Prepare
 from paxgos.core.ready import Committed, Persist
 from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.clients import Clients
@@ -49,6 +49,9 @@ from paxgos.sim.scheduler import (
 )
 from paxgos.sim.trace import Trace
 from paxgos.storage import MemoryStore
+
+#: Messages that are requests: the host owes each one an answer (see ``_apply``).
+REQUESTS = (Accept, Prepare, Learn)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class Simulation:
         # does (paxgos.core.ready, rule 4): a crash then loses chosen entries it had learned.
         self.defer_chosen = random.Random(seed ^ 0x64656665).random() < 0.5
         self.deferred: list[list[Persist]] = [[] for _ in range(n)]
+        self.deferred_aged = [False] * n  # a tick found node i's deferred records waiting
         self.configs = [
             Config(
                 i,
@@ -263,7 +267,8 @@ class Simulation:
         ready = node.step(msg)
         if type(msg) is Accept and ready.response is not None and ready.response.ok:
             self.checker.accepted(dst, msg.ballot, msg.first, msg.values, commit)
-        self._apply(dst, ready, src)
+        # A request is owed an answer (an HTTP response, even an empty one), as on the host.
+        self._apply(dst, ready, src, answering=type(msg) in REQUESTS)
         self._flush(dst)
         self.checker.promised(dst, node.acceptor.promised)
 
@@ -274,7 +279,11 @@ class Simulation:
         self.last_node = i
         self._apply(i, node.tick(self.scheduler.now / 1e6), i)
         if self.deferred[i]:
-            self._write(i)
+            # As the host: written by the tick after the one that first finds them waiting.
+            if self.deferred_aged[i]:
+                self._write(i)
+            else:
+                self.deferred_aged[i] = True
         self._flush(i)
         self.checker.promised(i, node.acceptor.promised)
         self.scheduler.after(self.rng.randint(10_000, 30_000), TICK, i, incarnation)
@@ -306,7 +315,7 @@ class Simulation:
             delay = max(1, math.ceil(due * 1e6) - self.scheduler.now + 1)
             self.scheduler.after(delay, FLUSH, i, self.incarnation[i])
 
-    def _apply(self, i: int, ready: Ready, reply_to: int) -> None:
+    def _apply(self, i: int, ready: Ready, reply_to: int, answering: bool = False) -> None:
         """Persist, then respond, then send, then complete: ``paxgos.core.ready``'s order."""
         persist = ready.persist
         if persist:
@@ -314,8 +323,10 @@ class Simulation:
                 self.checker.learned(i, persist.chosen)
             self.deferred[i].append(persist)
         # A response waits for every earlier write, messages for their own Ready's (rules 1, 2).
-        waits = ready.response is not None or (
-            bool(persist) and (bool(ready.messages) or not persist.chosen_only)
+        waits = (
+            answering
+            or ready.response is not None
+            or (bool(persist) and (bool(ready.messages) or not persist.chosen_only))
         )
         if self.deferred[i] and (waits or not self.defer_chosen):
             self._write(i)
@@ -335,6 +346,7 @@ class Simulation:
     def _write(self, i: int) -> None:
         """Node ``i``'s deferred records and the current one, in order, in one write."""
         batch, self.deferred[i] = self.deferred[i], []
+        self.deferred_aged[i] = False
         self.stores[i].apply(batch)
 
     def _send(self, src: int, dst: int, msg: Message) -> None:
@@ -371,6 +383,7 @@ class Simulation:
             i = rng.choice([i for i, node in enumerate(self.nodes) if node is not None])
         self.nodes[i] = None
         self.deferred[i] = []  # writes the dead process never made
+        self.deferred_aged[i] = False
         self.incarnation[i] += 1
         self.down += 1
         self.crashes += 1
