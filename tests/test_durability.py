@@ -164,3 +164,31 @@ def test_the_leader_writes_once_per_round_and_its_log_still_shows_every_commit(
     assert nodes.wait_converged(timeout=5, at_least=max(slots)) >= max(slots)
     log = dict(nodes.history(0))
     assert [log[slot] for slot in slots] == list(range(1000, 1020))
+
+
+def test_a_node_stopped_under_load_exits_cleanly_with_its_whole_log(
+    make_nodes: Callable[..., LocalNodes],
+) -> None:
+    # SIGTERM lands while fsyncs and peer answers are in flight: their callbacks run while the
+    # node shuts down and must not write to the closed store (once logged as a storage failure).
+    for trial in range(5):  # the old bug showed in about one trial in eight
+        nodes = make_nodes(3)
+        clients = run_load(nodes, threads=8)
+        wait_ok(clients.history, 200)
+        codes = [nodes.stop(i) for i in (1, 2, 0)]
+        ops = clients.stop()
+        assert codes == [0, 0, 0]
+        for i in range(3):
+            errors = [
+                line
+                for line in nodes.log_path(i).read_text().splitlines()
+                if "ERROR" in line or "Traceback" in line
+            ]
+            assert not errors, (trial, i, errors[:3])
+        # Restarted, every node holds every acknowledged proposal (the leader's pending chosen
+        # entries were written by its clean stop, or are learned again).
+        nodes.start()
+        nodes.wait_converged(timeout=30, at_least=max(op.slot or 0 for op in ops))
+        result = check(ops, fetch_logs(nodes.urls), require_complete=True)
+        assert result.ok, result.summary()
+        nodes.close()
