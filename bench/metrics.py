@@ -5,6 +5,10 @@
   ops that *started* in a phase; percentiles by nearest rank.
 - Errors: ``fail`` and ``unknown`` answers, binned by ``end`` like throughput.
 - CPU: cores used by each process in each phase, from ``/proc/<pid>/stat`` samples.
+
+A phase may be played more than once (``--cycles``): its figures pool all its windows (commits
+over their total time, latencies of the ops started in any of them, CPU over their total span),
+so that a host whose speed drifts during the run weighs on every phase alike.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class PhaseStats:
     fault: bool = False
     #: Median CPU ms of ``bench.common.HostProbe`` during the phase: the host's speed.
     reference_ms: float = math.nan
+    #: How many windows (one per cycle) the figures pool.
+    windows: int = 1
 
     @property
     def run_cores(self) -> float:
@@ -126,55 +132,76 @@ def per_second(ops: Sequence[Op], t0: float, t1: float) -> dict[str, list[float]
     }
 
 
-def phase_latencies(ops: Sequence[Op], window: Window) -> list[float]:
-    """Commit latencies (ms) of the ok ops that started in ``window``."""
+def by_phase(windows: Sequence[Window]) -> dict[str, list[Window]]:
+    """The windows of each phase, phases in the order they were first played."""
+    out: dict[str, list[Window]] = {}
+    for w in windows:
+        out.setdefault(w.name, []).append(w)
+    return out
+
+
+def _in_any(t: float, windows: Sequence[Window]) -> bool:
+    return any(w.start <= t < w.end for w in windows)
+
+
+def phase_latencies(ops: Sequence[Op], windows: Sequence[Window]) -> list[float]:
+    """Commit latencies (ms) of the ok ops that started in any of ``windows``."""
     return [
-        (op.end - op.start) * 1000
-        for op in ops
-        if op.outcome == OK and window.start <= op.start < window.end
+        (op.end - op.start) * 1000 for op in ops if op.outcome == OK and _in_any(op.start, windows)
     ]
 
 
-def phase_stats(ops: Sequence[Op], window: Window, cpu: dict[str, float]) -> PhaseStats:
-    """Throughput, latency and errors of one phase."""
-    ended = [op for op in ops if window.start <= op.end < window.end]
+def phase_stats(ops: Sequence[Op], windows: Sequence[Window], cpu: dict[str, float]) -> PhaseStats:
+    """Throughput, latency and errors of one phase, pooled over its ``windows``."""
+    ended = [op for op in ops if _in_any(op.end, windows)]
     commits = sum(1 for op in ended if op.outcome == OK)
     fail = sum(1 for op in ended if op.outcome == "fail")
     unknown = sum(1 for op in ended if op.outcome == "unknown")
-    seconds = per_second(ended, window.start, window.end)["commits"]
-    full = seconds[: int(window.duration)] or seconds
+    full: list[float] = []
+    for w in windows:
+        seconds = per_second(ended, w.start, w.end)["commits"]
+        full += seconds[: int(w.duration)] or seconds
+    duration = sum(w.duration for w in windows)
+    first = windows[0]
     return PhaseStats(
-        name=window.name,
-        description=window.description,
-        duration_s=window.duration,
+        name=first.name,
+        description=first.description,
+        duration_s=duration,
         commits=commits,
-        commits_per_s=commits / window.duration if window.duration > 0 else math.nan,
+        commits_per_s=commits / duration if duration > 0 else math.nan,
         errors=fail + unknown,
         fail=fail,
         unknown=unknown,
-        latency_ms=latency_summary(phase_latencies(ops, window)),
+        latency_ms=latency_summary(phase_latencies(ops, windows)),
         cpu_cores=cpu,
         per_second_min=min(full) if full else math.nan,
         per_second_max=max(full) if full else math.nan,
-        fault=window.fault,
+        fault=first.fault,
+        windows=len(windows),
     )
 
 
 def cpu_per_phase(
-    samples: list[tuple[float, dict[str, float]]], windows: Sequence[Window]
+    samples: list[tuple[float, dict[str, float]]], phases: Sequence[Sequence[Window]]
 ) -> list[dict[str, float]]:
-    """Cores each process used in each window, from (time, {process: cpu seconds}) samples taken
-    at the window bounds (the sample nearest each bound is used)."""
+    """Cores each process used in each phase (CPU seconds over the total span of its windows),
+    from (time, {process: cpu seconds}) samples taken at the window bounds (the sample nearest
+    each bound is used)."""
     out: list[dict[str, float]] = []
-    for w in windows:
-        first = min(samples, key=lambda s: abs(s[0] - w.start))
-        last = min(samples, key=lambda s: abs(s[0] - w.end))
-        span = last[0] - first[0]
-        cores: dict[str, float] = {}
-        for name, seconds in last[1].items():
-            if name in first[1] and span > 0:
-                cores[name] = max(0.0, (seconds - first[1][name]) / span)
-        out.append(cores)
+    for windows in phases:
+        used: dict[str, float] = {}
+        spans: dict[str, float] = {}
+        for w in windows:
+            first = min(samples, key=lambda s: abs(s[0] - w.start))
+            last = min(samples, key=lambda s: abs(s[0] - w.end))
+            span = last[0] - first[0]
+            if span <= 0:
+                continue
+            for name, seconds in last[1].items():
+                if name in first[1]:
+                    used[name] = used.get(name, 0.0) + max(0.0, seconds - first[1][name])
+                    spans[name] = spans.get(name, 0.0) + span
+        out.append({name: used[name] / spans[name] for name in used})
     return out
 
 

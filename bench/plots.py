@@ -26,12 +26,11 @@ SHADES = ["#f6c85f", "#e8747c", "#9dd866", "#8dd3c7", "#bebada"]
 
 
 def _shade(ax: plt.Axes, windows: Sequence[Window], t0: float, label: bool) -> None:
-    fault_index = 0
+    faults = list(dict.fromkeys(w.name for w in windows if w.fault))  # one colour per phase
     for w in windows:
         if not w.fault:
             continue
-        color = SHADES[fault_index % len(SHADES)]
-        fault_index += 1
+        color = SHADES[faults.index(w.name) % len(SHADES)]
         ax.axvspan(w.start - t0, w.end - t0, color=color, alpha=0.25, lw=0)
         if label:
             ax.text(

@@ -109,6 +109,12 @@ def reading(result: RunResult, cpu_count: int) -> list[str]:
         f"Healthy: {num(base.commits_per_s)} commits/s, p50 {ms(base.latency_ms['p50'])} ms, "
         f"p99 {ms(base.latency_ms['p99'])} ms."
     )
+    if base.windows > 1:
+        out.append(
+            f"The phases were played {base.windows} times in turn; each phase's figures pool "
+            "its windows, so a drift of the host's speed during the run weighs on every phase "
+            "alike."
+        )
     for s in result.stats:
         if s is base or base.commits_per_s <= 0:
             continue
@@ -201,7 +207,10 @@ def targets(result: RunResult) -> Table:
 def phase_table(s: PhaseStats) -> Table:
     lat = s.latency_ms
     rows = [
-        ["duration", f"{s.duration_s:.1f} s"],
+        [
+            "duration",
+            f"{s.duration_s:.1f} s" + (f" in {s.windows} windows" if s.windows > 1 else ""),
+        ],
         ["commits", f"{s.commits:,}"],
         ["commits/s", num(s.commits_per_s)],
         ["worst / best second (commits)", f"{num(s.per_second_min)} / {num(s.per_second_max)}"],
@@ -224,7 +233,7 @@ def summary_table(stats: Sequence[PhaseStats]) -> Table:
         rows.append(
             [
                 s.name,
-                f"{s.duration_s:.0f} s",
+                f"{s.duration_s:.0f} s" + (f" ({s.windows}×)" if s.windows > 1 else ""),
                 num(s.commits_per_s),
                 f"{ratio:.0%}",
                 ms(s.latency_ms["p50"]),

@@ -3,11 +3,11 @@
 One command starts a fresh cluster of real node processes (``LocalNodes``: durable SQLite by
 default, a temporary data directory, free ports), drives its leader with
 ``loadtest/locustfile.py`` in a Locust subprocess (Locust patches the standard library with
-gevent, so it never runs in this process), plays the phases of ``bench.phases`` while printing a
-progress line, stops Locust, waits for the nodes to converge, checks the history with
-``paxgos.check`` (``require_complete=True``) and writes the report directory
-(``bench.report``). It exits 1 when the check finds lost or forked data, 2 when the run itself
-failed.
+gevent, so it never runs in this process), plays the phases of ``bench.phases`` ``--cycles``
+times in turn while printing a progress line, stops Locust, waits for the nodes to converge,
+checks the history with ``paxgos.check`` (``require_complete=True``) and writes the report
+directory (``bench.report``). It exits 1 when the check finds lost or forked data, 2 when the
+run itself failed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from bench.metrics import (
     MACHINE,
     PhaseStats,
     Window,
+    by_phase,
     cpu_per_phase,
     cpu_series,
     per_second,
@@ -67,10 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--spawn-rate", type=float, help="users started per second (default: all at once)")
     add("--locust-processes", type=int, default=0, help="Locust --processes (default 0: one)")
     add("--warmup", type=float, help="seconds of load before the first phase (default 5)")
-    add("--healthy", type=float, help="seconds of the healthy phase (default 30)")
-    add("--slowed", type=float, help="seconds of the slowed-minority phase (default 30)")
-    add("--stopped", type=float, help="seconds of the stopped-minority phase (default 30)")
-    add("--healed", type=float, help="seconds of the healed phase (default 20)")
+    add("--healthy", type=float, help="seconds of each healthy window (default 10)")
+    add("--slowed", type=float, help="seconds of each slowed-minority window (default 10)")
+    add("--stopped", type=float, help="seconds of each stopped-minority window (default 10)")
+    add("--healed", type=float, help="seconds of each healed window (default 7)")
+    add(
+        "--cycles", type=int,
+        help="times the phases are played in turn, each phase's figures pooled over its "
+        "windows, so a drift of the host's speed weighs on every phase alike (default 3; "
+        "--quick: 1)",
+    )  # fmt: skip
     add("--rotate-every", type=float, help="seconds between slowed-set changes (default 5)")
     add("--slow-ms", type=int, default=2000, help="delay of a slowed node (default 2000 ms)")
     add("--most-slowed", type=int, default=2, help="most followers slowed at once (default 2)")
@@ -87,12 +94,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     args = parser.parse_args(argv)
     quick = {"users": 16, "warmup": 2, "healthy": 6, "slowed": 8, "stopped": 6, "healed": 4}
-    quick["rotate_every"] = 3
-    full = {"users": 64, "warmup": 5, "healthy": 30, "slowed": 30, "stopped": 30, "healed": 20}
-    full["rotate_every"] = 5
+    quick.update(rotate_every=3, cycles=1)
+    full = {"users": 64, "warmup": 5, "healthy": 10, "slowed": 10, "stopped": 10, "healed": 7}
+    full.update(rotate_every=5, cycles=3)
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.cycles < 1:
+        parser.error(f"--cycles must be at least 1, not {args.cycles}")
     if args.spawn_rate is None:
         args.spawn_rate = float(args.users)
     if args.out is None:
@@ -295,16 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "raw"
     raw.mkdir(exist_ok=True)
-    phases = default_phases(
+    cycle = default_phases(
         args.healthy, args.slowed, args.stopped, args.healed, args.rotate_every,
         args.most_slowed, args.stop_count, args.slow_ms,
     )  # fmt: skip
+    phases = cycle * args.cycles
     total = args.warmup + sum(p.duration for p in phases)
     node_args = ["--storage", args.storage, *args.node_args.split()]
     started = datetime.now()
     print(
-        f"bench: {args.nodes} nodes ({args.storage}), {args.users} Locust users, phases "
-        + ", ".join(f"{p.name} {p.duration:g}s" for p in phases)
+        f"bench: {args.nodes} nodes ({args.storage}), {args.users} Locust users, "
+        + f"{args.cycles} × ("
+        + ", ".join(f"{p.name} {p.duration:g}s" for p in cycle)
+        + ")"
         + f", seed {args.seed}; report in {out}",
         file=sys.stderr,
     )
@@ -344,10 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = windows[0].start
     series = per_second(ops, t0, windows[-1].end)
     series.update(cpu_series(sampler.samples, t0, len(series["t"])))
-    cpus = cpu_per_phase(sampler.samples, windows)
-    stats = [phase_stats(ops, w, cpu) for w, cpu in zip(windows, cpus, strict=True)]
-    for s, w in zip(stats, windows, strict=True):
-        probes = [ms for t, ms in sampler.reference if w.start <= t < w.end]
+    phase_windows = list(by_phase(windows).values())
+    cpus = cpu_per_phase(sampler.samples, phase_windows)
+    stats = [phase_stats(ops, ws, cpu) for ws, cpu in zip(phase_windows, cpus, strict=True)]
+    for s, ws in zip(stats, phase_windows, strict=True):
+        probes = [ms for t, ms in sampler.reference if any(w.start <= t < w.end for w in ws)]
         s.reference_ms = statistics.median(probes) if probes else math.nan
     setup = {
         "name": args.name or out.name,
@@ -360,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         f"spawn rate {args.spawn_rate:g}/s, "
         + (f"--processes {args.locust_processes}" if args.locust_processes else "one process")
         + ", against the leader",
-        "phases": ", ".join(f"{p.name} {p.duration:g} s" for p in phases)
-        + f" (after {args.warmup:g} s warm-up)",
+        "phases": (f"{args.cycles} cycles of " if args.cycles > 1 else "")
+        + ", ".join(f"{p.name} {p.duration:g} s" for p in cycle)
+        + f" (after {args.warmup:g} s warm-up)"
+        + ("; each phase's figures pool its windows" if args.cycles > 1 else ""),
         "faults": f"slowed: {args.slow_ms} ms delay on 1..{args.most_slowed} followers, new set "
         f"every {args.rotate_every:g} s; stopped: {args.stop_count} followers SIGSTOPped",
         "seed": str(args.seed),
@@ -393,7 +408,10 @@ def write_report(out: Path, run: report.RunResult, ops: list[Op], full_history: 
         out / "throughput.png", run.series, run.windows, run.events, run.t0, os.cpu_count() or 1
     )
     plots.percentiles_plot(out / "latency_percentiles.png", run.stats)
-    plots.cdf_plot(out / "latency_cdf.png", {w.name: phase_latencies(ops, w) for w in run.windows})
+    plots.cdf_plot(
+        out / "latency_cdf.png",
+        {name: phase_latencies(ops, ws) for name, ws in by_phase(run.windows).items()},
+    )
     files = report.write_raw(out, run, ops, full_history)
     files += [f"raw/{p.name}" for p in sorted((out / "raw").iterdir())]
     secs = report.sections(run, os.cpu_count() or 1, files)
