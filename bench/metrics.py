@@ -110,7 +110,7 @@ def per_second(ops: Sequence[Op], t0: float, t1: float) -> dict[str, list[float]
     errors = [0.0] * n
     lat: list[list[float]] = [[] for _ in range(n)]
     for op in ops:
-        i = int(op.end - t0)
+        i = math.floor(op.end - t0)  # not int(): that would put the second before t0 in bin 0
         if not 0 <= i < n:
             continue
         if op.outcome == OK:

@@ -11,7 +11,7 @@ import pytest
 # ``bench`` is a directory of the checkout, not an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.metrics import Window, by_phase, cpu_per_phase, phase_stats  # noqa: E402
+from bench.metrics import Window, by_phase, cpu_per_phase, per_second, phase_stats  # noqa: E402
 from paxgos.check import OK, Op  # noqa: E402
 
 # Two cycles: healthy [0, 10), slowed [10, 20), healthy [20, 30), slowed [30, 40).
@@ -67,3 +67,10 @@ def test_cpu_is_pooled_over_the_span_of_every_window() -> None:
     healthy, slowed = cpu_per_phase(samples, phases)
     assert healthy["leader"] == pytest.approx(0.75)
     assert slowed["leader"] == pytest.approx(1.0)
+
+
+def test_the_per_second_series_starts_at_its_first_second() -> None:
+    # Answers in the second before t0 (the warm-up) are not the first second's: once they were,
+    # and the plot opened on a burst of twice the real throughput.
+    ops = ops_at(-1.0, 100, 0.005) + ops_at(0.0, 50, 0.005)
+    assert per_second(ops, 0.0, 3.0)["commits"] == [50.0, 0.0, 0.0]
