@@ -204,6 +204,8 @@ class StatusHandler(BaseHandler):
             faults=host.faults.state(),
             dropped_messages=host.transport.dropped,
             store_writes=host.store_writes,
+            fsync_on_loop=host.fsync.inline(time.monotonic()),
+            fsync_ms=round(host.fsync.smoothed * 1000, 3),
             store_records=host.store_records,
             uptime_s=round(time.time() - host.started_at, 3),
         )
