@@ -204,8 +204,11 @@ class StatusHandler(BaseHandler):
             faults=host.faults.state(),
             dropped_messages=host.transport.dropped,
             store_writes=host.store_writes,
-            fsync_on_loop=host.fsync.inline(time.monotonic()),
-            fsync_ms=round(host.fsync.smoothed * 1000, 3),
+            # Where fsyncs run and the quickest recent one (None without a disk).
+            fsync_on_loop=host.fsync.on_loop if host.store.durable else None,
+            fsync_ms=round(min(host.fsync.recent) * 1000, 3)
+            if host.store.durable and host.fsync.recent
+            else None,
             store_records=host.store_records,
             uptime_s=round(time.time() - host.started_at, 3),
         )

@@ -8,11 +8,12 @@ outcomes at once.
 
 With a durable store, a write is one transaction run on the event loop (its CPU part: no
 waiting) and one fsync of every Ready queued for it.  The fsync runs on the event loop too while
-the disk answers fsyncs fast (``FsyncPlacement``), and in the writer thread otherwise, so the
-loop never waits long on the disk; then every Ready that arrives while an fsync is under way
-joins the next write, so one fsync covers a whole batch (group commit).  (The transaction
-itself stays off the writer thread: a thread gives up and retakes the GIL at every SQLite step,
-and each retake waits for the busy event loop.)
+the disk answers fsyncs fast (``FsyncPlacement``), and in the writer thread otherwise: there
+every Ready that arrives while an fsync is under way joins the next write, so one fsync covers a
+whole batch (group commit).  A disk that stalls during an fsync on the loop stalls the node
+that long; the next fsyncs then go to the thread until the recent ones are all quick again.
+(The transaction itself stays off the writer thread: a thread gives up and retakes the GIL at
+every SQLite step, and each retake waits for the busy event loop.)
 A Ready that only records chosen entries and has nothing to release (rule 4 of the contract: the
 leader's chosen batch, whose clients were answered at once) starts no write of its own: it joins
 the next write, or the tick after the one that first finds it waiting writes it (within about
@@ -44,36 +45,44 @@ log = logging.getLogger("paxgos.net")
 #: Seconds between checkpoints of a durable store (its write-ahead log grows meanwhile).
 CHECKPOINT_INTERVAL = 1.0
 
-#: An fsync runs on the event loop while fsyncs take less than this (smoothed): handing a fast
-#: one to the writer thread costs more CPU than the fsync itself (the GIL changes hands and the
-#: loop is woken from the thread).  On this project's 2-core machine that took followers from
-#: 0.13 to 0.11 cores under Locust.  The time is wall time, so on a CPU-bound host it includes
-#: the wait for a core after the disk answered (1-4 ms here under load, against 0.1 ms idle):
-#: the bar sits above that and below a spinning disk's 8-15 ms.
-FSYNC_INLINE_UNDER = 0.01
-#: After fsyncs turned slow, how long they run in the writer thread before one is timed again.
-FSYNC_BACKOFF = 1.0
+#: An fsync runs on the event loop while the quickest of the recent ones took less than this:
+#: handing a fast fsync to the writer thread costs more CPU than the fsync itself (the GIL
+#: changes hands and the loop is woken from the thread); on this project's 2-core machine that
+#: took followers from 0.13 to 0.11 cores under Locust.  The quickest, not the average: on a
+#: CPU-bound host a timing also holds the wait for a core after the disk answered (1-4 ms on
+#: average here under load, 0.1 ms for the disk itself), but some fsync gets a core at once.
+#: A spinning disk (5-15 ms) stays in the thread, where group commit batches its writes.
+FSYNC_INLINE_UNDER = 0.002
+#: An fsync at least this slow (a stalled disk) sends the next ones to the thread until the
+#: recent timings are all quick again.
+FSYNC_STALL = 0.05
+#: How many recent fsyncs the decision looks at.
+FSYNC_RECENT = 8
 
 
 class FsyncPlacement:
     """Where the next fsync runs: on the event loop while the disk is fast, else in the writer
-    thread.  Only fsyncs on the loop are timed (a thread's timing would include its wait for the
-    GIL); after ``backoff`` seconds in the thread, one runs on the loop again to re-measure."""
+    thread.  Every fsync is timed where it ran (in the thread the time may include a wait for
+    the GIL, which only errs towards the thread)."""
 
-    def __init__(self, inline_under: float = FSYNC_INLINE_UNDER, backoff: float = FSYNC_BACKOFF):
+    def __init__(
+        self,
+        inline_under: float = FSYNC_INLINE_UNDER,
+        stall: float = FSYNC_STALL,
+        recent: int = FSYNC_RECENT,
+    ):
         self.inline_under = inline_under
-        self.backoff = backoff
-        self.smoothed = 0.0  # seconds, an exponential moving average of timed fsyncs
-        self.thread_until = -float("inf")
+        self.stall = stall
+        self.recent: collections.deque[float] = collections.deque(maxlen=recent)
 
-    def inline(self, now: float) -> bool:
-        return now >= self.thread_until
+    @property
+    def on_loop(self) -> bool:
+        if not self.recent:
+            return True  # measured by the first ones
+        return min(self.recent) < self.inline_under and max(self.recent) < self.stall
 
-    def record(self, seconds: float, now: float) -> None:
-        """An fsync run on the loop took ``seconds``, ending at ``now``."""
-        self.smoothed += (seconds - self.smoothed) * 0.2
-        if self.smoothed >= self.inline_under:
-            self.thread_until = now + self.backoff
+    def record(self, seconds: float) -> None:
+        self.recent.append(seconds)
 
 
 Done = Callable[[Any], None]
@@ -338,19 +347,31 @@ class NodeHost:
             self._storage_failed(exc, batch + self._queue)
             self._queue = []
             return
-        if self.fsync.inline(time.monotonic()):
-            start = time.perf_counter()
+        if self.fsync.on_loop:
             error: BaseException | None = None
             try:
-                self.store.sync()
+                self._timed_sync()
             except Exception as exc:
                 error = exc
-            self.fsync.record(time.perf_counter() - start, time.monotonic())
             self._written(batch, error)
             return
         loop = IOLoop.current()
-        future = loop.run_in_executor(self._writer, self.store.sync)
-        loop.add_future(future, lambda f: self._written(batch, f.exception()))
+        future = loop.run_in_executor(self._writer, self._timed_sync)
+        loop.add_future(future, lambda f: self._synced(batch, f))
+
+    def _timed_sync(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.store.sync()
+        finally:
+            self.fsync.record(time.perf_counter() - start)
+
+    def _synced(self, batch: list[tuple[Ready, Respond | None]], future: Any) -> None:
+        """The writer thread's fsync is done (or failed)."""
+        if self._stopped:
+            self._writing = False
+            return  # stop() wrote the rest; the peers and the store are closed
+        self._written(batch, future.exception())
 
     def _written(
         self, batch: list[tuple[Ready, Respond | None]], exc: BaseException | None

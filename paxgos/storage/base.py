@@ -7,8 +7,9 @@ every write so far durable; ``apply`` is the two in a row: when it returns, all 
 crash.  ``load`` returns what a restarting node resumes from.
 
 A durable store's work is split in two so that its caller can run the CPU part (``write``) on
-its own thread and only the wait for the disk (``sync``) on another: ``paxgos.net`` writes on
-the event loop thread and syncs in its writer thread, one call at a time, never both at once.
+its own thread and the wait for the disk (``sync``) on another when the disk is slow:
+``paxgos.net`` writes on the event loop thread and syncs there or in its writer thread (see
+``paxgos.net.host.FsyncPlacement``), one call at a time, never both at once.
 """
 
 from __future__ import annotations

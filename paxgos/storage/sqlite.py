@@ -15,8 +15,9 @@ the file consistent across any crash (SQLite syncs the WAL before each checkpoin
 database after it) but does not sync at ``COMMIT``: a committed transaction's frames are
 written to the WAL file, and ``sync`` is what makes them durable.  Together they give what
 ``synchronous=FULL`` gives, with the fsync callable on its own: the node runs the transaction on
-its event loop and only the fsync in a thread (a transaction run in a thread gives up and
-retakes Python's GIL at every SQLite step, and on a busy event loop each retake waits).
+its event loop and the fsync there too while the disk is fast, or in a thread when it is slow
+(a transaction run in a thread gives up and retakes Python's GIL at every SQLite step, and on a
+busy event loop each retake waits).
 After a chosen slot is written, accepted rows at or below it are deleted: the accepted table
 only holds the (bounded) in-flight window, and the chosen table is the log.
 
@@ -35,7 +36,7 @@ disk, and after a failed fsync the only trustworthy state is the one re-read fro
 Threads: the connections are opened with ``check_same_thread=False``, so a store may be created
 in one thread (the main thread, so that a bad file stops start-up) and used in others.
 ``write``, ``sync``, ``apply`` and ``load`` are meant to be called one at a time (``paxgos.net``
-writes on its event loop and syncs in its writer thread, never both at once); an internal lock
+writes on its event loop and syncs there or in its writer thread, never both at once); a lock
 makes an accidental second caller wait rather than corrupt anything.  ``read_chosen`` uses its
 own read connection, so any thread may call it: it sees only committed transactions and never
 waits for the writer (WAL readers do not block the writer, nor it them).  ``checkpoint`` uses a
