@@ -159,8 +159,7 @@ def phase_stats(ops: Sequence[Op], windows: Sequence[Window], cpu: dict[str, flo
     unknown = sum(1 for op in ended if op.outcome == "unknown")
     full: list[float] = []
     for w in windows:
-        seconds = per_second(ended, w.start, w.end)["commits"]
-        full += seconds[: int(w.duration)] or seconds
+        full += per_second(ended, w.start, w.end)["commits"]  # whole seconds only
     duration = sum(w.duration for w in windows)
     first = windows[0]
     return PhaseStats(

@@ -144,7 +144,7 @@ class Node:
         self.requests: dict[int, int] = {}  # slot -> client request proposed there
         self.next_slot = self.commit + 1
         self.commit_unsent = False  # commit index moved since the last Accept/Learn
-        self.commit_unsent_seen: float | None = None  # the first tick that found it so
+        self.commit_unsent_since: float | None = None  # the first tick that found it so
         self.sent_at = 0.0  # last Accept or Learn broadcast
         self.recampaign_at: float | None = None
         self.rounds_sent = 0  # statistics, for /status
@@ -268,9 +268,9 @@ class Node:
             # it goes out alone (as a heartbeat does, telling followers the leader is alive).
             learn = now - self.sent_at >= cfg.heartbeat_interval
             if self.commit_unsent:
-                if self.commit_unsent_seen is None:
-                    self.commit_unsent_seen = now
-                learn = learn or now - self.commit_unsent_seen >= cfg.learn_delay
+                if self.commit_unsent_since is None:
+                    self.commit_unsent_since = now
+                learn = learn or now - self.commit_unsent_since >= cfg.learn_delay
             if learn:
                 self._broadcast_learn(ready)
         elif self.role == CANDIDATE:
@@ -434,14 +434,14 @@ class Node:
         msg = Accept(self.id, self.ballot, first, values, self.commit)
         ready.messages.extend((p, msg) for p in self._all())
         self.commit_unsent = False
-        self.commit_unsent_seen = None
+        self.commit_unsent_since = None
         self.sent_at = self.now
 
     def _broadcast_learn(self, ready: Ready) -> None:
         learn = Learn(self.id, self.ballot, self.commit)
         ready.messages.extend((p, learn) for p in self.peers)
         self.commit_unsent = False
-        self.commit_unsent_seen = None
+        self.commit_unsent_since = None
         self.sent_at = self.now
 
     def _on_accepted(self, msg: Accepted, ready: Ready) -> None:
@@ -494,7 +494,7 @@ class Node:
             if self.role == LEADER:
                 self.commit_unsent = True
             else:
-                self.commit_unsent, self.commit_unsent_seen = False, None
+                self.commit_unsent, self.commit_unsent_since = False, None
             if self.commit > self.known_commit:
                 self.known_commit = self.commit
             if (

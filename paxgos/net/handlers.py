@@ -206,7 +206,7 @@ class StatusHandler(BaseHandler):
             store_writes=host.store_writes,
             # Where fsyncs run and the quickest recent one (None without a disk).
             fsync_on_loop=host.fsync.on_loop if host.store.durable else None,
-            fsync_ms=round(min(host.fsync.recent) * 1000, 3)
+            fsync_min_ms=round(min(host.fsync.recent) * 1000, 3)
             if host.store.durable and host.fsync.recent
             else None,
             store_records=host.store_records,

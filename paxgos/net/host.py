@@ -7,11 +7,11 @@ every earlier Ready's ``persist`` is on stable storage, messages once their own 
 outcomes at once.
 
 With a durable store, a write is one transaction run on the event loop (its CPU part: no
-waiting) and one fsync of every Ready queued for it.  The fsync runs on the event loop too while
-the disk answers fsyncs fast (``FsyncPlacement``), and in the writer thread otherwise: there
-every Ready that arrives while an fsync is under way joins the next write, so one fsync covers a
-whole batch (group commit).  A disk that stalls during an fsync on the loop stalls the node
-that long; the next fsyncs then go to the thread until the recent ones are all quick again.
+waiting) and one fsync, covering every Ready queued for it.  The fsync runs on the event loop
+too while the disk answers fsyncs fast (``FsyncPlacement``), and in the writer thread otherwise:
+there every Ready that arrives while an fsync is under way joins the next write, so one fsync
+covers a whole batch (group commit).  A disk that stalls during an fsync on the loop stalls the
+node that long; the next fsyncs then go to the thread until the recent ones are all quick again.
 (The transaction itself stays off the writer thread: a thread gives up and retakes the GIL at
 every SQLite step, and each retake waits for the busy event loop.)
 A Ready that only records chosen entries and has nothing to release (rule 4 of the contract: the
@@ -166,7 +166,10 @@ class NodeHost:
 
     def stop(self) -> None:
         """Stop the clock and the peers, write what is pending, close the store.  Callbacks
-        still queued on the loop (a finished fsync, a peer's late answer) then do nothing."""
+        still queued on the loop (a finished fsync, a peer's late answer) then do nothing.  A
+        second call does nothing."""
+        if self._stopped:
+            return
         self._stopped = True
         if self._ticker is not None:
             self._ticker.stop()

@@ -6,7 +6,9 @@ events are ordered by ``(time, insertion)``, so the same seed replays the same r
 
 The simulation is the host of every node, and follows the host contract of
 ``paxgos.core.ready`` to the letter: apply ``persist`` to the node's ``MemoryStore`` (its disk),
-then send ``response`` back to the sender, then send ``messages``, then complete ``outcomes``;
+then send ``response`` back to the sender, then send ``messages``, then complete ``outcomes``
+(on half the seeds a write of chosen entries alone waits for the next write or tick, as rule 4
+allows and the real host does, so that a crash loses it);
 call ``flush()`` at the end of every turn, ``tick(now)`` every 10-30 simulated ms, ``campaign()``
 on the initial leader at boot and after it restarts; answer ``CatchupRequest`` from the store
 (``node.answer_catchup``).  A crash throws away the ``Node`` object; a restart builds a new one
@@ -50,7 +52,8 @@ from paxgos.sim.scheduler import (
 from paxgos.sim.trace import Trace
 from paxgos.storage import MemoryStore
 
-#: Messages that are requests: the host owes each one an answer (see ``_apply``).
+#: Messages that are requests: the host owes each one an answer (see ``_apply``).  A
+#: ``CatchupRequest`` is answered from the store directly, before the core sees it.
 REQUESTS = (Accept, Prepare, Learn)
 
 
