@@ -140,20 +140,21 @@ def by_phase(windows: Sequence[Window]) -> dict[str, list[Window]]:
     return out
 
 
-def _in_any(t: float, windows: Sequence[Window]) -> bool:
+def in_any(t: float, windows: Sequence[Window]) -> bool:
+    """Whether time ``t`` falls in one of ``windows``."""
     return any(w.start <= t < w.end for w in windows)
 
 
 def phase_latencies(ops: Sequence[Op], windows: Sequence[Window]) -> list[float]:
     """Commit latencies (ms) of the ok ops that started in any of ``windows``."""
     return [
-        (op.end - op.start) * 1000 for op in ops if op.outcome == OK and _in_any(op.start, windows)
+        (op.end - op.start) * 1000 for op in ops if op.outcome == OK and in_any(op.start, windows)
     ]
 
 
 def phase_stats(ops: Sequence[Op], windows: Sequence[Window], cpu: dict[str, float]) -> PhaseStats:
     """Throughput, latency and errors of one phase, pooled over its ``windows``."""
-    ended = [op for op in ops if _in_any(op.end, windows)]
+    ended = [op for op in ops if in_any(op.end, windows)]
     commits = sum(1 for op in ended if op.outcome == OK)
     fail = sum(1 for op in ended if op.outcome == "fail")
     unknown = sum(1 for op in ended if op.outcome == "unknown")

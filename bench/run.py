@@ -41,6 +41,7 @@ from bench.metrics import (
     by_phase,
     cpu_per_phase,
     cpu_series,
+    in_any,
     per_second,
     phase_latencies,
     phase_stats,
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = cpu_per_phase(sampler.samples, phase_windows)
     stats = [phase_stats(ops, ws, cpu) for ws, cpu in zip(phase_windows, cpus, strict=True)]
     for s, ws in zip(stats, phase_windows, strict=True):
-        probes = [ms for t, ms in sampler.reference if any(w.start <= t < w.end for w in ws)]
+        probes = [ms for t, ms in sampler.reference if in_any(t, ws)]
         s.reference_ms = statistics.median(probes) if probes else math.nan
     setup = {
         "name": args.name or out.name,

@@ -30,6 +30,15 @@ def duration(text: str) -> float:
     return number if match.group(2) == "s" else number / 1000
 
 
+def seconds(value: float) -> str:
+    """A duration as ``duration`` reads it back: ``4ms``, ``5s``."""
+    return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
+
+
+#: A node's defaults, stated once (``NodeOptions``); the options below show and use them.
+NODE = NodeOptions(node_id=0, urls=[])
+
+
 def positive(text: str) -> int:
     """A whole number of at least 1 (batch sizes, the window)."""
     try:
@@ -98,45 +107,50 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--request-timeout",
         type=duration,
-        default=duration("5s"),
+        default=NODE.request_timeout,
         metavar="D",
-        help="how long /propose waits for a majority before answering 504 (default 5s)",
+        help="how long /propose waits for a majority before answering 504 "
+        f"(default {seconds(NODE.request_timeout)})",
     )
     parser.add_argument(
         "--peer-timeout",
         type=duration,
-        default=duration("5s"),
+        default=NODE.peer_timeout,
         metavar="D",
-        help="per-request timeout of messages to peers (default 5s)",
+        help=f"per-request timeout of messages to peers (default {seconds(NODE.peer_timeout)})",
     )
     parser.add_argument(
-        "--window", type=positive, default=4, help="Accept batches in flight at once (default 4)"
+        "--window",
+        type=positive,
+        default=NODE.window,
+        help=f"Accept batches in flight at once (default {NODE.window})",
     )
     parser.add_argument(
         "--max-batch",
         type=positive,
-        default=1024,
-        help="most values per Accept batch (default 1024)",
+        default=NODE.max_batch,
+        help=f"most values per Accept batch (default {NODE.max_batch})",
     )
     parser.add_argument(
         "--pipeline-batch",
         type=positive,
-        default=64,
-        help="a batch beyond the first in flight waits to hold this many values (default 64)",
+        default=NODE.pipeline_batch,
+        help="a batch beyond the first in flight waits to hold this many values "
+        f"(default {NODE.pipeline_batch})",
     )
     parser.add_argument(
         "--min-batch",
         type=positive,
-        default=32,
+        default=NODE.min_batch,
         help="with no batch in flight, a smaller one waits up to --linger for more values "
-        "(default 32; 1 never waits)",
+        f"(default {NODE.min_batch}; 1 never waits)",
     )
     parser.add_argument(
         "--linger",
         type=duration,
-        default=duration("4ms"),
+        default=NODE.linger,
         metavar="D",
-        help="longest wait of a batch smaller than --min-batch (default 4ms)",
+        help=f"longest wait of a batch smaller than --min-batch (default {seconds(NODE.linger)})",
     )
     parser.add_argument(
         "--log-level",

@@ -44,6 +44,11 @@ log = logging.getLogger("paxgos.net")
 
 #: Seconds between checkpoints of a durable store (its write-ahead log grows meanwhile).
 CHECKPOINT_INTERVAL = 1.0
+#: How long a client's proposal waits for its outcome (``--request-timeout``).
+REQUEST_TIMEOUT = 5.0
+#: How long a message to a peer waits for its answer before its connection is closed
+#: (``--peer-timeout``): longer than the benchmark's 2 s delays of a slowed node.
+PEER_TIMEOUT = 5.0
 
 #: An fsync runs on the event loop while the quickest of the recent ones took less than this:
 #: handing a fast fsync to the writer thread costs more CPU than the fsync itself (the GIL
@@ -117,8 +122,8 @@ class NodeHost:
         store: Store,
         urls: list[str],
         faults: FaultInjector,
-        request_timeout: float = 5.0,
-        peer_timeout: float = 5.0,
+        request_timeout: float = REQUEST_TIMEOUT,
+        peer_timeout: float = PEER_TIMEOUT,
         tick_interval: float = 0.02,
     ):
         self.node = node

@@ -25,7 +25,7 @@ from tornado.netutil import bind_sockets
 from paxgos.core import Config, Node
 from paxgos.net.faults import FaultFlags, FaultInjector
 from paxgos.net.handlers import NotFoundHandler, routes
-from paxgos.net.host import NodeHost
+from paxgos.net.host import PEER_TIMEOUT, REQUEST_TIMEOUT, NodeHost
 from paxgos.net.propose import NodeDelegate
 from paxgos.storage import MemoryStore, SQLiteStore, StorageError, Store
 
@@ -47,8 +47,8 @@ class NodeOptions:
     fresh: bool = False
     db_max_pages: int | None = None
     faults: FaultFlags = field(default_factory=FaultFlags)
-    request_timeout: float = 5.0
-    peer_timeout: float = 5.0
+    request_timeout: float = REQUEST_TIMEOUT
+    peer_timeout: float = PEER_TIMEOUT
     window: int = 4
     max_batch: int = 1024
     pipeline_batch: int = 64
