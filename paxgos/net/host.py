@@ -68,7 +68,7 @@ FSYNC_RECENT = 8
 class FsyncPlacement:
     """Where the next fsync runs: on the event loop while the disk is fast, else in the writer
     thread.  Every fsync is timed where it ran (in the thread the time may include a wait for
-    the GIL, which only errs towards the thread)."""
+    the GIL, which only errs towards the thread) and recorded on the loop."""
 
     def __init__(
         self,
@@ -358,7 +358,7 @@ class NodeHost:
         if self.fsync.on_loop:
             error: BaseException | None = None
             try:
-                self._timed_sync()
+                self.fsync.record(self._timed_sync())
             except Exception as exc:
                 error = exc
             self._written(batch, error)
@@ -367,26 +367,27 @@ class NodeHost:
         future = loop.run_in_executor(self._writer, self._timed_sync)
         loop.add_future(future, lambda f: self._synced(batch, f))
 
-    def _timed_sync(self) -> None:
+    def _timed_sync(self) -> float:
+        """Fsync the store; the seconds it took (the caller records them on the loop, so that
+        ``self.fsync`` is only ever touched there)."""
         start = time.perf_counter()
-        try:
-            self.store.sync()
-        finally:
-            self.fsync.record(time.perf_counter() - start)
+        self.store.sync()
+        return time.perf_counter() - start
 
     def _synced(self, batch: list[tuple[Ready, Respond | None]], future: Any) -> None:
         """The writer thread's fsync is done (or failed)."""
         if self._stopped:
             self._writing = False
             return  # stop() wrote the rest; the peers and the store are closed
-        self._written(batch, future.exception())
+        error = future.exception()
+        if error is None:
+            self.fsync.record(future.result())
+        self._written(batch, error)
 
     def _written(
         self, batch: list[tuple[Ready, Respond | None]], exc: BaseException | None
     ) -> None:
         self._writing = False
-        if self._stopped:
-            return  # stop() wrote the rest; the peers and the store are closed
         if exc is not None:
             self._storage_failed(exc, batch + self._queue)
             self._queue = []
