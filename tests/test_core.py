@@ -1107,7 +1107,7 @@ def test_candidate_outbid_while_catching_up_does_not_lead() -> None:
     c.net.clear()
     c.handle(1, c.nodes[1].campaign())  # node 1 is behind: it must catch up before leading
     c.run(keep=lambda e: not isinstance(e[2], CatchupRequest))
-    assert c.nodes[1].role == CANDIDATE and c.nodes[1].awaiting_commit == 1
+    assert c.nodes[1].role == CANDIDATE and c.nodes[1].proposer.awaiting_commit == 1
     c.handle(0, c.nodes[0].campaign())  # outbid by node 0
     c.run(keep=lambda e: e[1] == 1 and isinstance(e[2], Prepare))
     assert c.nodes[1].role == FOLLOWER
@@ -1117,5 +1117,5 @@ def test_candidate_outbid_while_catching_up_does_not_lead() -> None:
     c.handle(1, c.nodes[1].flush())
     assert c.nodes[1].role == FOLLOWER
     assert not [e for e in c.net if e[0] == 1 and isinstance(e[2], Accept)]
-    assert c.nodes[1].ballot.node == 1  # its own ballot, never the one that outbid it
+    assert c.nodes[1].ballot != c.nodes[0].ballot  # it never took the ballot that outbid it
     c.check()

@@ -121,9 +121,9 @@ def test_checker_flags_two_values_at_one_slot() -> None:
 class _BallotUnpersistedNode(Node):
     """The core before the fix: a campaign did not persist the proposer's own promise."""
 
-    def _campaign(self, ready: Ready) -> None:
+    def _become_candidate(self, ready: Ready) -> None:
         promised, persisted = self.acceptor.promised, ready.persist.promised
-        super()._campaign(ready)
+        super()._become_candidate(ready)
         self.acceptor.promised, ready.persist.promised = promised, persisted
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from paxgos.core.acceptor import Acceptor
 from paxgos.core.ballot import ZERO, Ballot
+from paxgos.core.learner import Learner
 from paxgos.core.messages import (
     Accept,
     Accepted,
@@ -39,7 +40,8 @@ from paxgos.core.messages import (
     Promise,
     Value,
 )
-from paxgos.core.ready import Abandoned, Committed, Ready, Rejected
+from paxgos.core.proposer import Proposer, Round
+from paxgos.core.ready import Committed, Ready, Rejected
 
 log = logging.getLogger("paxgos.core")
 
@@ -104,18 +106,14 @@ class StoredState:
     accepted: dict[int, tuple[Ballot, Value]] = field(default_factory=dict)
 
 
-@dataclass
-class Round:
-    """One Accept batch in flight: slots ``first .. first+len(values)-1``."""
-
-    first: int
-    values: tuple[Value, ...]
-    sent_at: float
-    acks: set[int] = field(default_factory=set)
-
-
 class Node:
-    """The protocol state of one node; see the module docstring for its inputs."""
+    """The protocol state of one node; see the module docstring for its inputs.
+
+    Roles change in exactly one place each (``_become_follower``, ``_become_candidate``,
+    ``_become_leader``), and each goes through ``_reset``, which gives the new role a fresh
+    ``Proposer``: the model is etcd raft's ``becomeFollower``/``becomeCandidate``/
+    ``becomeLeader`` with one ``reset``.
+    """
 
     def __init__(self, config: Config, stored: StoredState | None = None):
         stored = stored or StoredState()
@@ -123,29 +121,12 @@ class Node:
         self.id = config.node_id
         self.peers = [n for n in range(config.nodes) if n != config.node_id]
         self.acceptor = Acceptor(self.id, stored.promised, dict(stored.accepted))
+        self.learner = Learner(self.id, stored.commit)
         self.now = 0.0
-        # learner
-        self.commit = stored.commit
-        self.chosen_ahead: dict[int, Value] = {}  # chosen slots above a gap
-        self.known_commit = stored.commit  # highest commit index heard of
-        self.commit_source: int | None = None  # who told us about known_commit
-        self.progress_at = 0.0  # last time commit moved or we were told nothing new
-        self.catchup_sent_at: float | None = None
-        # proposer
         self.role = FOLLOWER
-        self.ballot = ZERO  # our own ballot while candidate or leader (always ours)
+        self.proposer = Proposer(ZERO, self.commit + 1)
         self.seen = ZERO  # the highest ballot that refused or outbid ours
-        self.promises: dict[int, Promise] = {}
-        self.prepare_sent_at = 0.0
-        self.awaiting_commit = 0  # candidate: catch up to this before leading
         self.queue: deque[tuple[int, int]] = deque()  # (request, value) awaiting a batch
-        self.lingering_since: float | None = None  # a small first batch waits since then
-        self.rounds: dict[int, Round] = {}
-        self.requests: dict[int, int] = {}  # slot -> client request proposed there
-        self.next_slot = self.commit + 1
-        self.commit_unsent = False  # commit index moved since the last Accept/Learn
-        self.commit_unsent_since: float | None = None  # the first tick that found it so
-        self.sent_at = 0.0  # last Accept or Learn broadcast
         self.recampaign_at: float | None = None
         self.rounds_sent = 0  # statistics, for /status
         self.values_sent = 0
@@ -155,6 +136,24 @@ class Node:
     @property
     def promised(self) -> Ballot:
         return self.acceptor.promised
+
+    @property
+    def commit(self) -> int:
+        """Every slot up to this one is chosen and applied here."""
+        return self.learner.commit
+
+    @property
+    def known_commit(self) -> int:
+        return self.learner.known_commit
+
+    @property
+    def ballot(self) -> Ballot:
+        """Our own ballot while candidate or leader (``ZERO`` while following)."""
+        return self.proposer.ballot
+
+    @property
+    def rounds(self) -> dict[int, Round]:
+        return self.proposer.rounds
 
     def leader(self) -> int | None:
         """The node this one believes leads (itself while running phase 1)."""
@@ -193,7 +192,7 @@ class Node:
     def campaign(self) -> Ready:
         """Run phase 1 with a ballot above every ballot seen."""
         ready = Ready()
-        self._campaign(ready)
+        self._become_candidate(ready)
         return ready
 
     def propose(self, request: int, value: int) -> Ready:
@@ -226,60 +225,37 @@ class Node:
     @property
     def flush_due(self) -> float | None:
         """When a lingering batch must go (the host calls ``flush(now)`` then), or None."""
-        if self.lingering_since is None:
-            return None
-        return self.lingering_since + self.config.linger
-
-    def _linger(self, now: float) -> bool:
-        """Whether a small first batch should keep waiting (starting the wait if need be)."""
-        cfg = self.config
-        if self.role != LEADER or self.rounds or not 0 < len(self.queue) < cfg.min_batch:
-            return False
-        if self.lingering_since is None:
-            self.lingering_since = now
-        return now < self.lingering_since + cfg.linger
-
-    def _flush(self, ready: Ready) -> None:
-        self.lingering_since = None
-        if self.role == LEADER:
-            while self.queue and len(self.rounds) < self.config.window:
-                if self.rounds and len(self.queue) < self.config.pipeline_batch:
-                    break  # wait for the round in flight, or for a fuller batch
-                count = min(len(self.queue), self.config.max_batch)
-                values = []
-                for _ in range(count):
-                    request, value = self.queue.popleft()
-                    self.requests[self.next_slot + len(values)] = request
-                    values.append(value)
-                self._send_round(ready, tuple(values))
+        since = self.proposer.lingering_since
+        return None if since is None else since + self.config.linger
 
     def tick(self, now: float) -> Ready:
         """Time is now ``now``: resend what went unanswered, heartbeat, catch up, re-campaign."""
         self.now = now
         ready = Ready()
         cfg = self.config
+        term = self.proposer
         if self.role == LEADER:
-            for rnd in self.rounds.values():
+            for rnd in term.rounds.values():
                 if now - rnd.sent_at >= cfg.retry_interval:
                     rnd.sent_at = now
-                    msg = Accept(self.id, self.ballot, rnd.first, rnd.values, self.commit)
+                    msg = Accept(self.id, term.ballot, rnd.first, rnd.values, self.commit)
                     ready.messages.extend((p, msg) for p in self._all() if p not in rnd.acks)
             # The commit index rides on the next Accept; when none follows within learn_delay
             # it goes out alone (as a heartbeat does, telling followers the leader is alive).
-            learn = now - self.sent_at >= cfg.heartbeat_interval
-            if self.commit_unsent:
-                if self.commit_unsent_since is None:
-                    self.commit_unsent_since = now
-                learn = learn or now - self.commit_unsent_since >= cfg.learn_delay
+            learn = now - term.sent_at >= cfg.heartbeat_interval
+            if term.commit_unsent:
+                if term.commit_unsent_since is None:
+                    term.commit_unsent_since = now
+                learn = learn or now - term.commit_unsent_since >= cfg.learn_delay
             if learn:
                 self._broadcast_learn(ready)
         elif self.role == CANDIDATE:
-            if now - self.prepare_sent_at >= cfg.retry_interval:
-                self.prepare_sent_at = now
-                prepare = Prepare(self.id, self.ballot, self.commit + 1)
-                ready.messages.extend((p, prepare) for p in self._all() if p not in self.promises)
+            if now - term.prepare_sent_at >= cfg.retry_interval:
+                term.prepare_sent_at = now
+                prepare = Prepare(self.id, term.ballot, self.commit + 1)
+                ready.messages.extend((p, prepare) for p in self._all() if p not in term.promises)
         elif self.recampaign_at is not None and now >= self.recampaign_at:
-            self._campaign(ready)
+            self._become_candidate(ready)
         self._maybe_catch_up(ready)
         return ready
 
@@ -307,8 +283,74 @@ class Node:
         elif isinstance(msg, Promise):
             self._on_promise(msg, ready)
         elif isinstance(msg, CatchupReply):
-            self._on_catchup_reply(msg, ready)
+            self.learner.on_reply(msg, self.now)
+            self._apply(ready)
+            if self.known_commit > self.commit and msg.entries:
+                self._request_catchup(msg.sender, ready)  # more to fetch: keep going
         return ready
+
+    # --- roles --------------------------------------------------------------------------------
+
+    def _reset(self, role: str, ballot: Ballot, ready: Ready) -> None:
+        """The one place a role changes: a fresh ``Proposer`` for ``ballot``; the rounds of the
+        old one are abandoned (phase 1 decides their slots afresh, so they must never be resent
+        under a new ballot, and their clients learn that their fate is unknown)."""
+        ready.outcomes.extend(self.proposer.abandon())
+        self.role = role
+        self.proposer = Proposer(ballot, self.commit + 1, self.now)
+        self.recampaign_at = None
+
+    def _become_follower(self, seen: Ballot, ready: Ready) -> None:
+        log.info("node %d: ballot %s outbid by %s; stepping down", self.id, self.ballot, seen)
+        self._reset(FOLLOWER, ZERO, ready)
+        leader = seen.node if seen.node != self.id else None
+        while self.queue:
+            request, _ = self.queue.popleft()
+            ready.outcomes.append(Rejected(request, "not_leader", leader))
+        self.seen = max(self.seen, seen)  # for leader(), and to outbid it next time
+        if self.id == self.config.initial_leader:
+            # The distinguished proposer keeps its post: outbid (say, by its own pre-restart
+            # ballot), it tries again above what it saw, after a pause.
+            self.recampaign_at = self.now + self.config.recampaign_after
+
+    def _become_candidate(self, ready: Ready) -> None:
+        """Run phase 1 with a ballot above every ballot seen."""
+        ballot = max(self.promised, self.ballot, self.seen).next_for(self.id)
+        self._reset(CANDIDATE, ballot, ready)
+        # Promise our own ballot durably before any Prepare leaves: the self-Prepare may still
+        # be in flight when we crash, and a restart would then pick this same ballot again and
+        # could propose a second value under it (found by paxgos.sim, seed 260).
+        self.acceptor.promised = ballot
+        ready.persist.promised = ballot
+        log.debug("node %d: prepare ballot %s from slot %d", self.id, ballot, self.commit + 1)
+        prepare = Prepare(self.id, ballot, self.commit + 1)
+        ready.messages.extend((p, prepare) for p in self._all())
+
+    def _become_leader(self, ready: Ready) -> None:
+        """Phase 1 is complete: re-propose what may have been chosen, fill holes with no-ops."""
+        term = self.proposer
+        highest = term.highest_accepted(self.commit)
+        for slot, value in self.learner.chosen_ahead.items():
+            highest[slot] = (term.ballot, value)
+        top = max(highest, default=self.commit)
+        log.info(
+            "node %d: leading with ballot %s (majority %s), re-proposing slots %d..%d",
+            self.id,
+            term.ballot,
+            sorted(term.promises),
+            self.commit + 1,
+            top,
+        )
+        self._reset(LEADER, term.ballot, ready)
+        values = [highest.get(slot, (ZERO, None))[1] for slot in range(self.commit + 1, top + 1)]
+        for start in range(0, len(values), self.config.max_batch):
+            self._send_round(ready, tuple(values[start : start + self.config.max_batch]))
+        self._flush(ready)
+
+    def _observe(self, ballot: Ballot, ready: Ready) -> None:
+        """A ballot above ours means another proposer is at work: stop proposing."""
+        if self.role != FOLLOWER and ballot > self.ballot:
+            self._become_follower(ballot, ready)
 
     # --- proposer -----------------------------------------------------------------------------
 
@@ -316,59 +358,12 @@ class Node:
         """Every node, this one included (the leader is an acceptor too)."""
         return list(range(self.config.nodes))
 
-    def _campaign(self, ready: Ready) -> None:
-        self.recampaign_at = None
-        self.role = CANDIDATE
-        self.ballot = max(self.promised, self.ballot, self.seen).next_for(self.id)
-        # Promise our own ballot durably before any Prepare leaves: the self-Prepare may still
-        # be in flight when we crash, and a restart would then pick this same ballot again and
-        # could propose a second value under it (found by paxgos.sim, seed 260).
-        self.acceptor.promised = self.ballot
-        ready.persist.promised = self.ballot
-        self.promises = {}
-        self.awaiting_commit = 0
-        self.prepare_sent_at = self.now
-        # Campaigning again while leading: phase 1 decides the in-flight slots afresh, so the old
-        # rounds must never be resent under the new ballot (a slot could get two values under
-        # it), and their clients learn their fate is unknown.
-        self.rounds.clear()
-        for slot, request in sorted(self.requests.items()):
-            ready.outcomes.append(Abandoned(request, slot))
-        self.requests.clear()
-        log.debug("node %d: prepare ballot %s from slot %d", self.id, self.ballot, self.commit + 1)
-        prepare = Prepare(self.id, self.ballot, self.commit + 1)
-        ready.messages.extend((p, prepare) for p in self._all())
-
-    def _observe(self, ballot: Ballot, ready: Ready) -> None:
-        """A ballot above ours means another proposer is at work: stop proposing."""
-        if self.role != FOLLOWER and ballot > self.ballot:
-            self._step_down(ballot, ready)
-
-    def _step_down(self, seen: Ballot, ready: Ready) -> None:
-        log.info("node %d: ballot %s outbid by %s; stepping down", self.id, self.ballot, seen)
-        self.role = FOLLOWER
-        self.rounds.clear()
-        for slot, request in sorted(self.requests.items()):
-            ready.outcomes.append(Abandoned(request, slot))
-        self.requests.clear()
-        leader = seen.node if seen.node != self.id else None
-        while self.queue:
-            request, _ = self.queue.popleft()
-            ready.outcomes.append(Rejected(request, "not_leader", leader))
-        self.seen = max(self.seen, seen)  # for leader(), and to outbid it next time
-        # A candidate waiting to catch up must not finish phase 1 after losing it.
-        self.promises = {}
-        self.awaiting_commit = 0
-        if self.id == self.config.initial_leader:
-            # The distinguished proposer keeps its post: outbid (say, by its own pre-restart
-            # ballot), it tries again above what it saw, after a pause.
-            self.recampaign_at = self.now + self.config.recampaign_after
-
     def _on_promise(self, msg: Promise, ready: Ready) -> None:
-        if self.role != CANDIDATE or msg.ballot != self.ballot:
+        term = self.proposer
+        if self.role != CANDIDATE or msg.ballot != term.ballot:
             return
         if not msg.ok:
-            self._step_down(msg.promised, ready)
+            self._become_follower(msg.promised, ready)
             return
         log.debug(
             "node %d: promise for %s from node %d (%d accepted)",
@@ -377,176 +372,129 @@ class Node:
             msg.sender,
             len(msg.accepted),
         )
-        self.promises[msg.sender] = msg
-        if len(self.promises) < self.config.majority or self.awaiting_commit:
+        term.promises[msg.sender] = msg
+        if len(term.promises) < self.config.majority or term.awaiting_commit:
             return
         # Slots at or below a promiser's commit index are chosen there: fetch them rather than
         # trust the other promisers' accepted values, which may be older.
-        top = max(p.commit for p in self.promises.values())
+        top = max(p.commit for p in term.promises.values())
         if top > self.commit:
-            self.awaiting_commit = top
-            best = max(self.promises.values(), key=lambda p: p.commit)
-            self._note_commit(top, best.sender)
+            term.awaiting_commit = top
+            best = max(term.promises.values(), key=lambda p: p.commit)
+            self.learner.note_commit(top, best.sender, self.now)
             self._request_catchup(best.sender, ready)
             return
-        self._lead(ready)
+        self._become_leader(ready)
 
-    def _lead(self, ready: Ready) -> None:
-        """Phase 1 is complete: re-propose what may have been chosen, fill holes with no-ops."""
-        highest: dict[int, tuple[Ballot, Value]] = {}
-        for promise in self.promises.values():
-            for slot, ballot, value in promise.accepted:
-                if slot > self.commit and (slot not in highest or ballot > highest[slot][0]):
-                    highest[slot] = (ballot, value)
-        for slot, value in self.chosen_ahead.items():
-            highest[slot] = (self.ballot, value)
-        top = max(highest, default=self.commit)
-        log.info(
-            "node %d: leading with ballot %s (majority %s), re-proposing slots %d..%d",
-            self.id,
-            self.ballot,
-            sorted(self.promises),
-            self.commit + 1,
-            top,
-        )
-        self.role = LEADER
-        self.awaiting_commit = 0
-        self.promises = {}
-        self.next_slot = self.commit + 1
-        values = [highest.get(slot, (ZERO, None))[1] for slot in range(self.commit + 1, top + 1)]
-        for start in range(0, len(values), self.config.max_batch):
-            self._send_round(ready, tuple(values[start : start + self.config.max_batch]))
-        self._flush(ready)
+    def _linger(self, now: float) -> bool:
+        """Whether a small first batch should keep waiting (starting the wait if need be)."""
+        cfg = self.config
+        term = self.proposer
+        if self.role != LEADER or term.rounds or not 0 < len(self.queue) < cfg.min_batch:
+            return False
+        if term.lingering_since is None:
+            term.lingering_since = now
+        return now < term.lingering_since + cfg.linger
+
+    def _flush(self, ready: Ready) -> None:
+        term = self.proposer
+        term.lingering_since = None
+        if self.role == LEADER:
+            while self.queue and len(term.rounds) < self.config.window:
+                if term.rounds and len(self.queue) < self.config.pipeline_batch:
+                    break  # wait for the round in flight, or for a fuller batch
+                count = min(len(self.queue), self.config.max_batch)
+                values = []
+                for _ in range(count):
+                    request, value = self.queue.popleft()
+                    term.requests[term.next_slot + len(values)] = request
+                    values.append(value)
+                self._send_round(ready, tuple(values))
 
     def _send_round(self, ready: Ready, values: tuple[Value, ...]) -> None:
-        first = self.next_slot
-        self.next_slot += len(values)
-        self.rounds[first] = Round(first, values, self.now)
+        term = self.proposer
+        first = term.next_slot
+        term.next_slot += len(values)
+        term.rounds[first] = Round(first, values, self.now)
         self.rounds_sent += 1
         self.values_sent += len(values)
         log.debug(
             "node %d: accept ballot %s slots %d..%d",
             self.id,
-            self.ballot,
+            term.ballot,
             first,
             first + len(values) - 1,
         )
-        msg = Accept(self.id, self.ballot, first, values, self.commit)
+        msg = Accept(self.id, term.ballot, first, values, self.commit)
         ready.messages.extend((p, msg) for p in self._all())
-        self.commit_unsent = False
-        self.commit_unsent_since = None
-        self.sent_at = self.now
+        term.commit_unsent = False
+        term.commit_unsent_since = None
+        term.sent_at = self.now
 
     def _broadcast_learn(self, ready: Ready) -> None:
-        learn = Learn(self.id, self.ballot, self.commit)
+        term = self.proposer
+        learn = Learn(self.id, term.ballot, self.commit)
         ready.messages.extend((p, learn) for p in self.peers)
-        self.commit_unsent = False
-        self.commit_unsent_since = None
-        self.sent_at = self.now
+        term.commit_unsent = False
+        term.commit_unsent_since = None
+        term.sent_at = self.now
 
     def _on_accepted(self, msg: Accepted, ready: Ready) -> None:
         if not msg.ok:
             self._observe(msg.promised, ready)
             return
-        if self.role != LEADER or msg.ballot != self.ballot:
+        term = self.proposer
+        if self.role != LEADER or msg.ballot != term.ballot:
             return
-        rnd = self.rounds.get(msg.first)
+        rnd = term.rounds.get(msg.first)
         if rnd is None or len(rnd.values) != msg.count:
             return
         rnd.acks.add(msg.sender)
         if len(rnd.acks) < self.config.majority:
             return
-        del self.rounds[msg.first]
+        del term.rounds[msg.first]
         log.debug(
             "node %d: slots %d..%d chosen under %s (majority %s)",
             self.id,
             rnd.first,
             rnd.first + len(rnd.values) - 1,
-            self.ballot,
+            term.ballot,
             sorted(rnd.acks),
         )
         for offset, value in enumerate(rnd.values):
-            slot = rnd.first + offset
-            if slot > self.commit:
-                self.chosen_ahead[slot] = value
+            self.learner.chosen(rnd.first + offset, value)
         self._apply(ready)
 
     # --- learner ------------------------------------------------------------------------------
 
     def _apply(self, ready: Ready) -> None:
-        """Move the commit index over every contiguous chosen slot, in slot order."""
-        moved = False
-        while self.commit + 1 in self.chosen_ahead:
-            slot = self.commit + 1
-            value = self.chosen_ahead.pop(slot)
-            self.commit = slot
-            self.acceptor.forget_through(slot)
-            ready.persist.chosen.append((slot, value))
-            request = self.requests.pop(slot, None)
+        """Apply what the learner can, persist it, and answer the clients whose slots it holds."""
+        applied = self.learner.apply(self.acceptor, self.now)
+        if not applied:
+            return
+        ready.persist.chosen.extend(applied)
+        term = self.proposer
+        for slot, value in applied:
+            request = term.requests.pop(slot, None)
             if request is not None and value is not None:
                 ready.outcomes.append(Committed(request, slot, value))
-            moved = True
-        if moved:
-            if log.isEnabledFor(logging.DEBUG):
-                first = ready.persist.chosen[0][0]
-                log.debug("node %d: learned slots %d..%d", self.id, first, self.commit)
-            self.progress_at = self.now
-            if self.role == LEADER:
-                self.commit_unsent = True
-            else:
-                self.commit_unsent, self.commit_unsent_since = False, None
-            if self.commit > self.known_commit:
-                self.known_commit = self.commit
-            if (
-                self.role == CANDIDATE
-                and self.awaiting_commit
-                and self.commit >= self.awaiting_commit
-            ):
-                self._lead(ready)
-
-    def _note_commit(self, commit: int, source: int) -> None:
-        if commit > self.known_commit:
-            if self.known_commit <= self.commit:
-                self.progress_at = self.now  # newly behind: start the catch-up clock now
-            self.known_commit = commit
-            self.commit_source = source
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("node %d: learned slots %d..%d", self.id, applied[0][0], self.commit)
+        if self.role == LEADER:
+            term.commit_unsent = True
+        elif self.role == CANDIDATE and 0 < term.awaiting_commit <= self.commit:
+            self._become_leader(ready)
 
     def _learn_commit(self, ballot: Ballot, commit: int, source: int, ready: Ready) -> None:
-        """The sender says every slot up to ``commit`` is chosen; what we accepted under the
-        sender's ballot is therefore the chosen value."""
-        self._note_commit(commit, source)
-        slot = self.commit + 1
-        while slot <= commit:
-            if slot not in self.chosen_ahead:
-                known, value = self.acceptor.accepted_under(slot, ballot)
-                if not known:
-                    break  # a gap: catch-up will fill it
-                self.chosen_ahead[slot] = value
-            slot += 1
+        self.learner.learn(self.acceptor, ballot, commit, source, self.now)
         self._apply(ready)
 
     def _maybe_catch_up(self, ready: Ready) -> None:
-        if self.known_commit <= self.commit or self.commit_source is None:
-            return
-        if self.catchup_sent_at is not None:
-            if self.now - self.catchup_sent_at < self.config.catchup_timeout:
-                return  # one in flight
-        elif self.now - self.progress_at < self.config.catchup_after:
-            return  # give in-flight Accepts a moment to fill the gap
-        self._request_catchup(self.commit_source, ready)
+        cfg = self.config
+        source = self.learner.catchup_due(self.now, cfg.catchup_after, cfg.catchup_timeout)
+        if source is not None:
+            self._request_catchup(source, ready)
 
     def _request_catchup(self, source: int, ready: Ready) -> None:
-        self.catchup_sent_at = self.now
         log.debug("node %d: catch-up from node %d at slot %d", self.id, source, self.commit + 1)
-        request = CatchupRequest(self.id, self.commit + 1, self.config.catchup_batch)
-        ready.messages.append((source, request))
-
-    def _on_catchup_reply(self, msg: CatchupReply, ready: Ready) -> None:
-        self.catchup_sent_at = None
-        self._note_commit(msg.commit, msg.sender)
-        for slot, value in msg.entries:
-            if slot > self.commit:
-                self.chosen_ahead[slot] = value
-        self._apply(ready)
-        if self.known_commit > self.commit and msg.entries:
-            self._request_catchup(msg.sender, ready)  # more to fetch: keep going
+        ready.messages.append((source, self.learner.request(self.now, self.config.catchup_batch)))

@@ -96,9 +96,10 @@ class ForgetPromiseNode(Node):
 class NoopFillLeaderNode(Node):
     """Leads without re-proposing the values its promisers accepted."""
 
-    def _lead(self, ready: Ready) -> None:
-        self.promises = {n: replace(p, accepted=()) for n, p in self.promises.items()}
-        super()._lead(ready)
+    def _become_leader(self, ready: Ready) -> None:
+        term = self.proposer
+        term.promises = {n: replace(p, accepted=()) for n, p in term.promises.items()}
+        super()._become_leader(ready)
 
 
 VARIANTS: dict[str, NodeFactory] = {

@@ -1,0 +1,61 @@
+"""The proposer's state for one ballot: phase 1's tally and phase 2's rounds in flight.
+
+A ``Proposer`` lives exactly as long as one candidacy or leadership: ``Node._reset`` makes a new
+one at every role change, so no field of an old ballot can leak into the next (as etcd's raft
+``reset`` does for a term).  It decides nothing about roles; the node does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from paxgos.core.ballot import ZERO, Ballot
+from paxgos.core.messages import Promise, Value
+from paxgos.core.ready import Abandoned
+
+
+@dataclass
+class Round:
+    """One Accept batch in flight: slots ``first .. first+len(values)-1``."""
+
+    first: int
+    values: tuple[Value, ...]
+    sent_at: float
+    acks: set[int] = field(default_factory=set)
+
+
+class Proposer:
+    """Phase 1 and phase 2 state under ``ballot`` (``ZERO`` for a follower: no proposer)."""
+
+    def __init__(self, ballot: Ballot = ZERO, next_slot: int = 1, now: float = 0.0):
+        self.ballot = ballot
+        # phase 1
+        self.promises: dict[int, Promise] = {}
+        self.refused: set[int] = set()  # acceptors that refused without outbidding us
+        self.prepare_sent_at = now
+        self.awaiting_commit = 0  # candidate: catch up to this before leading
+        # phase 2
+        self.rounds: dict[int, Round] = {}
+        self.requests: dict[int, int] = {}  # slot -> client request proposed there
+        self.next_slot = next_slot
+        self.lingering_since: float | None = None  # a small first batch waits since then
+        self.commit_unsent = False  # commit index moved since the last Accept/Learn
+        self.commit_unsent_since: float | None = None  # the first tick that found it so
+        self.sent_at = now  # last Accept or Learn broadcast
+
+    def abandon(self) -> list[Abandoned]:
+        """Forget every round in flight; their clients learn that their fate is unknown."""
+        outcomes = [Abandoned(request, slot) for slot, request in sorted(self.requests.items())]
+        self.rounds.clear()
+        self.requests.clear()
+        return outcomes
+
+    def highest_accepted(self, above: int) -> dict[int, tuple[Ballot, Value]]:
+        """Per slot above ``above``, the value accepted under the highest ballot among the
+        promises (what phase 2 must re-propose)."""
+        highest: dict[int, tuple[Ballot, Value]] = {}
+        for promise in self.promises.values():
+            for slot, ballot, value in promise.accepted:
+                if slot > above and (slot not in highest or ballot > highest[slot][0]):
+                    highest[slot] = (ballot, value)
+        return highest
