@@ -21,6 +21,7 @@ everything in order (persist, response, messages, outcomes) satisfies them all:
    entry lost in a crash is not a lost value: a majority of acceptors still holds it (accepted,
    or chosen in their own logs), and phase 1 or catch-up learns it again.
 
+``paxgos.core.release.Pipeline`` is these rules as code; the host and the simulator both run it.
 This is the contract that keeps ``core`` free of I/O, after etcd's raft ``Ready``.
 """
 

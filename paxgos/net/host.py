@@ -2,9 +2,9 @@
 
 It owns everything the pure core may not: the clock (a periodic ``tick``), the end of each
 event-loop turn (``flush``), the store, the peers, and the futures of waiting clients.  It keeps
-the ``Ready`` contract of ``paxgos.core.ready``: a response leaves only once its Ready's and
-every earlier Ready's ``persist`` is on stable storage, messages once their own Ready's is, and
-outcomes at once.
+the ``Ready`` contract of ``paxgos.core.ready`` by doing what ``paxgos.core.release.Pipeline``
+says: a response leaves only once its Ready's and every earlier Ready's ``persist`` is on stable
+storage, messages once their own Ready's is, and outcomes at once.
 
 With a durable store, a write is one transaction run on the event loop (its CPU part: no
 waiting) and one fsync, covering every Ready queued for it.  The fsync runs on the event loop
@@ -33,8 +33,9 @@ from typing import Any
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from paxgos.core import Node, Outcome, Ready
+from paxgos.core import Node, Outcome, Persist, Ready
 from paxgos.core.messages import ChosenEntry, Message
+from paxgos.core.release import Pipeline, Step
 from paxgos.net.answers import StorageFailed
 from paxgos.net.faults import FaultInjector
 from paxgos.net.transport import Transport
@@ -143,10 +144,8 @@ class NodeHost:
         self._request_ids = itertools.count(1)
         self._flush_scheduled = False
         self._linger_timer: object | None = None
-        self._queue: list[tuple[Ready, Respond | None]] = []
-        self._waited_on = False  # something in _queue has an output waiting for the write
-        self._queue_aged = False  # a tick found _queue waiting
-        self._writing = False
+        # When to write and what each write releases: the core's rules (paxgos.core.release).
+        self.pipeline: Pipeline[Respond] = Pipeline(defer_chosen=store.durable)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-write")
         self.fsync = FsyncPlacement()
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-read")
@@ -186,14 +185,14 @@ class NodeHost:
         self.transport.close()
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
-        if self._queue and not self.failed:
-            # Chosen entries still waiting for a write (see _submit): a restart would learn
-            # them again, but a clean stop keeps its log whole.
+        pending = self.pipeline.pending()
+        if pending and not self.failed:
+            # Chosen entries still waiting for a write (rule 4): a restart would learn them
+            # again, but a clean stop keeps its log whole.
             try:
-                self.store.apply([ready.persist for ready, _ in self._queue if ready.persist])
+                self.store.apply(pending)
             except Exception as exc:
                 log.warning("node %d: last write on stop failed: %s", self.node.id, exc)
-            self._queue = []
         self.store.close()
 
     # --- inputs -------------------------------------------------------------------------------
@@ -256,13 +255,8 @@ class NodeHost:
     def _tick(self) -> None:
         now = time.monotonic()
         self.input(self.node.tick(now - self._clock_zero))
-        if self._queue:
-            # Chosen entries no output waits for (see _submit): the next round's write soon
-            # takes them along; without one, the tick after the one that found them writes them.
-            if self._queue_aged and not self._writing:
-                self._write()
-            else:
-                self._queue_aged = True
+        if not self._stopped and not self.failed:
+            self._carry(self.pipeline.tick())
         # Deadlines are appended in time order (one timeout for all), so expired ones lead.
         while self._deadlines and self._deadlines[0][0] <= now:
             _, request = self._deadlines.popleft()
@@ -312,60 +306,38 @@ class NodeHost:
             if respond is not None:
                 respond(StorageFailed(self.failed))
             return
-        if not self.store.durable:
-            if ready.persist:
-                try:
-                    self.store.apply([ready.persist])
-                except Exception as exc:
-                    self._storage_failed(exc, [(ready, respond)])
-                    return
-            self._release(ready, respond)
-        else:
-            # Outcomes state what a majority of acceptors has already made durable: they go
-            # at once.  Messages are requests and never carry acceptor state: they wait only
-            # for this Ready's own persist.  A response may reveal what an earlier Ready
-            # changed: it waits for every write before it (see paxgos.core.ready).
-            self._complete(ready.outcomes)
-            ready.outcomes = []
-            if not ready.persist:
-                self._send(ready.messages)
-                ready.messages = []
-                if respond is None:
-                    return
-                if not self._queue and not self._writing:
-                    respond(ready.response)
-                    return
-            self._queue.append((ready, respond))
-            if respond is not None or ready.messages or not ready.persist.chosen_only:
-                self._waited_on = True
-            if self._waited_on and not self._writing:
-                self._write()
+        self._carry(self.pipeline.submit(ready, respond))
 
-    def _write(self) -> None:
-        batch, self._queue = self._queue, []
-        self._waited_on = self._queue_aged = False
-        self._writing = True
-        records = [ready.persist for ready, _ in batch if ready.persist]
-        self.store_writes += 1  # one transaction, one fsync
-        self.store_records += len(records)
+    def _carry(self, step: Step[Respond]) -> None:
+        """Do what the pipeline says: release, then start the write."""
+        for ready, respond in step.release:
+            self._release(ready, respond)
+        if step.write is not None:
+            self._write(step.write)
+
+    def _write(self, records: list[Persist]) -> None:
+        """One transaction and one fsync for ``records``; ``pipeline.written()`` once durable."""
+        if self.store.durable:
+            self.store_writes += 1  # one transaction, one fsync
+            self.store_records += len(records)
         try:
             self.store.write(records)
         except Exception as exc:
-            self._writing = False
-            self._storage_failed(exc, batch + self._queue)
-            self._queue = []
+            self._storage_failed(exc)
             return
-        if self.fsync.on_loop:
+        if not self.store.durable:
+            self._written(None)
+        elif self.fsync.on_loop:
             error: BaseException | None = None
             try:
                 self.fsync.record(self._timed_sync())
             except Exception as exc:
                 error = exc
-            self._written(batch, error)
-            return
-        loop = IOLoop.current()
-        future = loop.run_in_executor(self._writer, self._timed_sync)
-        loop.add_future(future, lambda f: self._synced(batch, f))
+            self._written(error)
+        else:
+            loop = IOLoop.current()
+            future = loop.run_in_executor(self._writer, self._timed_sync)
+            loop.add_future(future, self._synced)
 
     def _timed_sync(self) -> float:
         """Fsync the store; the seconds it took (the caller records them on the loop, so that
@@ -374,28 +346,20 @@ class NodeHost:
         self.store.sync()
         return time.perf_counter() - start
 
-    def _synced(self, batch: list[tuple[Ready, Respond | None]], future: Any) -> None:
+    def _synced(self, future: Any) -> None:
         """The writer thread's fsync is done (or failed)."""
         if self._stopped:
-            self._writing = False
             return  # stop() wrote the rest; the peers and the store are closed
         error = future.exception()
         if error is None:
             self.fsync.record(future.result())
-        self._written(batch, error)
+        self._written(error)
 
-    def _written(
-        self, batch: list[tuple[Ready, Respond | None]], exc: BaseException | None
-    ) -> None:
-        self._writing = False
+    def _written(self, exc: BaseException | None) -> None:
         if exc is not None:
-            self._storage_failed(exc, batch + self._queue)
-            self._queue = []
+            self._storage_failed(exc)
             return
-        for ready, respond in batch:
-            self._release(ready, respond)
-        if self._waited_on:
-            self._write()
+        self._carry(self.pipeline.written())
 
     def _release(self, ready: Ready, respond: Respond | None) -> None:
         if respond is not None:
@@ -413,16 +377,14 @@ class NodeHost:
             if waiter is not None:
                 waiter(outcome)
 
-    def _storage_failed(
-        self, exc: BaseException, batch: list[tuple[Ready, Respond | None]]
-    ) -> None:
+    def _storage_failed(self, exc: BaseException) -> None:
         # The core's memory is now ahead of the disk; answering from it could promise what a
         # restart would forget.  A node with a failed disk is a failed node: it stops serving
         # (a minority of failed nodes is what Paxos tolerates) until restarted.
         self.failed = f"storage failure: {exc}"
         log.error("node %d: %s; refusing requests until restarted", self.node.id, self.failed)
         error = StorageFailed(self.failed)
-        for _, respond in batch:
+        for _, respond in self.pipeline.abort():
             if respond is not None:
                 respond(error)
         waiters, self._waiters = self._waiters, {}

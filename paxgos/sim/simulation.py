@@ -5,10 +5,11 @@ seed and the options: one ``random.Random(seed)`` draws every choice, the clock 
 events are ordered by ``(time, insertion)``, so the same seed replays the same run, byte for byte.
 
 The simulation is the host of every node, and follows the host contract of
-``paxgos.core.ready`` to the letter: apply ``persist`` to the node's ``MemoryStore`` (its disk),
-then send ``response`` back to the sender, then send ``messages``, then complete ``outcomes``
-(on half the seeds a write of chosen entries alone waits for the next write or tick, as rule 4
-allows and the real host does, so that a crash loses it);
+``paxgos.core.ready`` through the same ``paxgos.core.release.Pipeline`` the real host runs:
+writes go to the node's ``MemoryStore`` (its disk), and what each write releases (responses to
+the sender, messages, outcomes) leaves after it (on half the seeds a write of chosen entries
+alone waits for the next write or tick, as rule 4 allows and the real host does, so that a
+crash loses it);
 call ``flush()`` at the end of every turn, ``tick(now)`` every 10-30 simulated ms, ``campaign()``
 on the initial leader at boot and after it restarts; answer ``CatchupRequest`` from the store
 (``node.answer_catchup``).  A crash throws away the ``Node`` object; a restart builds a new one
@@ -32,7 +33,8 @@ from typing import TextIO
 
 from paxgos.core import LEADER, Config, Node, Ready
 from paxgos.core.messages import Accept, CatchupRequest, Learn, Message, Prepare
-from paxgos.core.ready import Committed, Persist
+from paxgos.core.ready import Committed
+from paxgos.core.release import Pipeline, Step
 from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.clients import Clients
 from paxgos.sim.faulty import node_factory
@@ -115,8 +117,9 @@ class Simulation:
         # Half the seeds defer chosen-only writes to the next write or tick, as the real host
         # does (paxgos.core.ready, rule 4): a crash then loses chosen entries it had learned.
         self.defer_chosen = random.Random(seed ^ 0x64656665).random() < 0.5
-        self.deferred: list[list[Persist]] = [[] for _ in range(n)]
-        self.deferred_aged = [False] * n  # a tick found node i's deferred records waiting
+        # Each node's writes and releases follow the host's own rules (paxgos.core.release);
+        # a token is the peer a response goes to.
+        self.pipelines = [Pipeline[int](self.defer_chosen) for _ in range(n)]
         self.configs = [
             Config(
                 i,
@@ -192,8 +195,9 @@ class Simulation:
                 raise Violation("liveness", self._stuck())
             self._step_once()
         for i in range(self.options.nodes):
-            if self.deferred[i]:
-                self._write(i)  # writes a tick would make next (and a clean stop makes)
+            pending = self.pipelines[i].pending()
+            if pending:  # writes a tick would make next (and a clean stop makes)
+                self.stores[i].apply(pending)
         logs = {i: store.chosen for i, store in enumerate(self.stores)}
         self.checker.final_logs(logs)
 
@@ -281,12 +285,7 @@ class Simulation:
             return  # a dead incarnation's timer
         self.last_node = i
         self._apply(i, node.tick(self.scheduler.now / 1e6), i)
-        if self.deferred[i]:
-            # As the host: written by the tick after the one that first finds them waiting.
-            if self.deferred_aged[i]:
-                self._write(i)
-            else:
-                self.deferred_aged[i] = True
+        self._carry(i, self.pipelines[i].tick())
         self._flush(i)
         self.checker.promised(i, node.acceptor.promised)
         self.scheduler.after(self.rng.randint(10_000, 30_000), TICK, i, incarnation)
@@ -319,21 +318,27 @@ class Simulation:
             self.scheduler.after(delay, FLUSH, i, self.incarnation[i])
 
     def _apply(self, i: int, ready: Ready, reply_to: int, answering: bool = False) -> None:
-        """Persist, then respond, then send, then complete: ``paxgos.core.ready``'s order."""
-        persist = ready.persist
-        if persist:
-            if persist.chosen:
-                self.checker.learned(i, persist.chosen)
-            self.deferred[i].append(persist)
-        # A response waits for every earlier write, messages for their own Ready's (rules 1, 2).
-        waits = (
-            answering
-            or ready.response is not None
-            or (bool(persist) and (bool(ready.messages) or not persist.chosen_only))
-        )
-        if self.deferred[i] and (waits or not self.defer_chosen):
-            self._write(i)
-        if ready.response is not None:
+        """Hand ``ready`` to node ``i``'s pipeline (``paxgos.core.release``, as the host does);
+        a request is owed an answer (an HTTP response, even an empty one), sent to
+        ``reply_to``."""
+        if ready.persist.chosen:
+            self.checker.learned(i, ready.persist.chosen)
+        owed = answering or ready.response is not None
+        self._carry(i, self.pipelines[i].submit(ready, reply_to if owed else None))
+
+    def _carry(self, i: int, step: Step[int]) -> None:
+        """Release, then write; a simulated disk is durable at once, so the write's releases
+        follow in the same turn."""
+        while True:
+            for ready, reply_to in step.release:
+                self._release(i, ready, reply_to)
+            if step.write is None:
+                return
+            self.stores[i].apply(step.write)
+            step = self.pipelines[i].written()
+
+    def _release(self, i: int, ready: Ready, reply_to: int | None) -> None:
+        if reply_to is not None and ready.response is not None:
             self._send(i, reply_to, ready.response)
         for to, msg in ready.messages:
             if type(msg) is Prepare:
@@ -345,12 +350,6 @@ class Simulation:
             if type(outcome) is Committed:
                 self.checker.committed(i, outcome.request, outcome.slot, outcome.value)
             self.clients.answered(outcome)
-
-    def _write(self, i: int) -> None:
-        """Node ``i``'s deferred records and the current one, in order, in one write."""
-        batch, self.deferred[i] = self.deferred[i], []
-        self.deferred_aged[i] = False
-        self.stores[i].apply(batch)
 
     def _send(self, src: int, dst: int, msg: Message) -> None:
         if not self.network.send(src, dst, msg):
@@ -385,8 +384,7 @@ class Simulation:
         if self.nodes[i] is None or rng.random() < 0.5:
             i = rng.choice([i for i, node in enumerate(self.nodes) if node is not None])
         self.nodes[i] = None
-        self.deferred[i] = []  # writes the dead process never made
-        self.deferred_aged[i] = False
+        self.pipelines[i] = Pipeline[int](self.defer_chosen)  # writes it never made
         self.incarnation[i] += 1
         self.down += 1
         self.crashes += 1
