@@ -239,8 +239,9 @@ def node_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cluster-id",
-        default="paxgos",
-        help="name of the cluster; a data file of another cluster is refused (default paxgos)",
+        default=None,
+        help="name of the cluster; a data file of another cluster is refused (default: the one "
+        f"in DATA_DIR/cluster-id, which the supervisor writes, else {NODE.cluster_id})",
     )
     parser.add_argument(
         "--exit-with-parent",
@@ -265,6 +266,13 @@ def cluster_parser() -> argparse.ArgumentParser:
         help="port of node 0; node i listens on port+i (0 picks free ports; default 9000)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--restart",
+        choices=["on-failure", "no"],
+        default="on-failure",
+        help="on-failure (default) restarts a node that crashed or was killed, with Docker's "
+        "back-off; no leaves it down (the supervisor exits once every node is down)",
+    )
     add_node_options(parser)
     return parser
 
@@ -278,6 +286,10 @@ def run_node(argv: Sequence[str]) -> int:
     if not 0 <= args.id < len(urls):
         print(f"paxgos node: --id must be between 0 and {len(urls) - 1}", file=sys.stderr)
         return 2
+    if args.cluster_id is None:  # the id the supervisor kept with this data, if any
+        from paxgos.net.server import stored_cluster_id
+
+        args.cluster_id = stored_cluster_id(args.data_dir) or NODE.cluster_id
     setup_logging(args.log_level)
     try:
         asyncio.run(

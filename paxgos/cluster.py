@@ -1,10 +1,15 @@
 """The local supervisor behind ``python -m paxgos --nodes N``: one process per node.
 
-Like foreman or ``docker compose up``, it starts every node, shows their log lines prefixed with
-the node id, and stops them all together: on Ctrl-C or SIGTERM (every node within 5 s, SIGKILL
-for any that lingers, SIGCONT first so a SIGSTOPped node can hear the SIGTERM), and when any node
-exits on its own (a half cluster is not what the user started, so the supervisor says which node
-died and how, stops the rest and exits non-zero).
+Like foreman or ``docker compose up``, it starts every node and shows their log lines prefixed
+with the node id.  When a node dies it says which one, how, and whether a majority still runs;
+the others keep running.  Under ``--restart on-failure`` (the default, Docker's policy of that
+name) a node that exited non-zero or was killed by a signal is started again with the very same
+command (same id, ports, data dir and cluster id; never ``--fresh``), after Docker's back-off;
+a node that exited 0 stays down.  Under ``--restart no`` a dead node stays down.  Once no node
+runs and none is due for a restart, the supervisor exits 1.  Ctrl-C or SIGTERM stops them all,
+with no more restarts: every node within 5 s, SIGKILL for any that lingers, SIGCONT first so a
+SIGSTOPped node can hear the SIGTERM.  A node that does not come up at start stops the cluster
+(exit 1).
 """
 
 from __future__ import annotations
@@ -20,11 +25,20 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from paxgos.cli import passthrough
+from paxgos.net.server import cluster_id_path, stored_cluster_id
 
 STOP_GRACE = 4.0
+
+# The restart back-off follows Docker's restart policy: the first restart waits 100 ms, each
+# consecutive failure doubles the wait, and a node that stayed up 10 s starts over at 100 ms.
+# Docker caps the wait at a minute; a local cluster caps it at 10 s.
+RESTART_DELAY = 0.1
+RESTART_DELAY_MAX = 10.0
+RESTART_RESET_AFTER = 10.0
 
 
 def say(text: str) -> None:
@@ -104,19 +118,116 @@ def stop_all(procs: list[subprocess.Popen[str]]) -> None:
 
 
 def cluster_id(data_dir: Path, fresh: bool) -> str:
-    """The cluster's identity, kept in ``data_dir/cluster-id`` so that a restart reuses the
-    data and a node never opens another cluster's file; ``fresh`` makes a new one."""
-    path = data_dir / "cluster-id"
-    if path.exists() and not fresh:
-        return path.read_text().strip()
+    """The cluster's identity, kept in ``data_dir/cluster-id`` (``cluster_id_path``, which a node
+    started by hand on the same directory reads too) so that a restart reuses the data and a node
+    never opens another cluster's file; ``fresh`` makes a new one."""
+    kept = None if fresh else stored_cluster_id(data_dir)
+    if kept:
+        return kept
     data_dir.mkdir(parents=True, exist_ok=True)
     identity = uuid.uuid4().hex[:12]
-    path.write_text(identity + "\n")
+    cluster_id_path(data_dir).write_text(identity + "\n")
     return identity
 
 
+def how_it_ended(status: int) -> str:
+    """``was killed by SIGKILL`` or ``exited with 1``, from a ``Popen.returncode``."""
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with {status}"
+
+
+def majority_line(running: int, nodes: int) -> str:
+    """How many nodes run, and whether that is enough to commit."""
+    majority = nodes // 2 + 1
+    if running >= majority:
+        return f"{running} of {nodes} nodes running, a majority ({majority}) holds"
+    return (
+        f"{running} of {nodes} nodes running, NO majority ({majority} needed): "
+        "commits stop until nodes return"
+    )
+
+
+@dataclass
+class Member:
+    """One supervised node: its commands, its current process and its restart back-off."""
+
+    node_id: int
+    url: str
+    command: list[str]  # the first start (with --fresh if asked)
+    restart_command: list[str]  # every restart: the same, but never --fresh
+    proc: subprocess.Popen[str] | None = None  # None while down
+    started: float = 0.0
+    restarts: int = 0
+    delay: float = RESTART_DELAY  # the wait before the next restart
+    restart_at: float | None = None  # when a scheduled restart is due
+
+    def start(self) -> threading.Thread:
+        """Start the node's process; the thread that pumps its output."""
+        # A session of its own: a Ctrl-C in the terminal reaches only the supervisor, which
+        # then stops the nodes in order.
+        self.proc = subprocess.Popen(
+            self.restart_command if self.restarts else self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.started = time.monotonic()
+        thread = threading.Thread(target=pump, args=(self.node_id, self.proc.stdout), daemon=True)
+        thread.start()
+        return thread
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def schedule_restart(self, now: float) -> float:
+        """Plan the next restart with the back-off; its delay."""
+        if now - self.started >= RESTART_RESET_AFTER:
+            self.delay = RESTART_DELAY
+        delay = self.delay
+        self.delay = min(delay * 2, RESTART_DELAY_MAX)
+        self.restarts += 1
+        self.restart_at = now + delay
+        return delay
+
+
+def announce_back(member: Member, stopping: threading.Event, timeout: float = 15.0) -> None:
+    """Say when a restarted node answers /status again (nothing if it dies first: the
+    supervisor's loop reports that)."""
+    proc = member.proc
+    assert proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping.is_set():
+        if proc.poll() is not None:
+            return
+        try:
+            with urllib.request.urlopen(member.url + "/status", timeout=0.5):
+                say(f"node {member.node_id} is back (pid {proc.pid})")
+                return
+        except OSError:
+            stopping.wait(0.05)
+    if not stopping.is_set() and proc.poll() is None:
+        say(f"node {member.node_id} (pid {proc.pid}) does not answer /status after {timeout:g}s")
+
+
+def node_command(args: argparse.Namespace, node_id: int, urls: list[str], fresh: bool) -> list[str]:
+    """The command that runs node ``node_id`` with the supervisor's node options."""
+    cmd = [sys.executable, "-m", "paxgos", "node", "--id", str(node_id), "--peers", ",".join(urls)]
+    return [
+        *cmd,
+        "--exit-with-parent",
+        *passthrough(argparse.Namespace(**{**vars(args), "fresh": fresh})),
+    ]
+
+
 def run_cluster(args: argparse.Namespace) -> int:
-    """Start the cluster and supervise it until a signal or a node's death."""
+    """Start the cluster and supervise it until a signal, or until no node runs and none will be
+    restarted."""
     nodes = args.nodes
     if nodes < 3:
         say(f"--nodes {nodes} is too few for a majority to survive a failure; using 3")
@@ -146,48 +257,54 @@ def run_cluster(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    procs: list[subprocess.Popen[str]] = []
+    members = [
+        Member(i, url, node_command(args, i, urls, args.fresh), node_command(args, i, urls, False))
+        for i, url in enumerate(urls)
+    ]
     pumps: list[threading.Thread] = []
-    for i in range(nodes):
-        cmd = [sys.executable, "-m", "paxgos", "node", "--id", str(i), "--peers", ",".join(urls)]
-        cmd += ["--exit-with-parent", *passthrough(args)]
-        # A session of its own: a Ctrl-C in the terminal reaches only the supervisor, which
-        # then stops the nodes in order.
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-        )
-        procs.append(proc)
-        thread = threading.Thread(target=pump, args=(i, proc.stdout), daemon=True)
-        thread.start()
-        pumps.append(thread)
-    for i, url in enumerate(urls):
-        role = "leader" if i == 0 else "follower"
-        print(f"node {i}  {url}  {role}  (pid {procs[i].pid})", flush=True)
-
     code = 0
-    if not wait_ready(urls, procs, timeout=15.0) and not stopping.is_set():
-        say("not every node came up; stopping the cluster")
-        code = 1
-        stopping.set()
-    else:
-        say(f"{nodes} nodes up; propose with: curl {urls[0]}/propose/42   (Ctrl-C stops)")
-    while not stopping.is_set():
-        for i, proc in enumerate(procs):
-            status = proc.poll()
-            if status is not None:
-                how = f"was killed by signal {-status}" if status < 0 else f"exited with {status}"
-                say(f"node {i} (pid {proc.pid}) {how}; stopping the cluster")
+    try:
+        for member in members:
+            pumps.append(member.start())
+        procs = [m.proc for m in members if m.proc is not None]
+        for i, (url, proc) in enumerate(zip(urls, procs, strict=True)):
+            role = "leader" if i == 0 else "follower"
+            print(f"node {i}  {url}  {role}  (pid {proc.pid})", flush=True)
+        if not wait_ready(urls, procs, timeout=15.0) and not stopping.is_set():
+            say("not every node came up; stopping the cluster")
+            code = 1
+            stopping.set()
+        else:
+            say(f"{nodes} nodes up; propose with: curl {urls[0]}/propose/42   (Ctrl-C stops)")
+        while not stopping.is_set():
+            now = time.monotonic()
+            for member in members:
+                if member.proc is not None and member.proc.poll() is not None:
+                    status, pid = member.proc.returncode, member.proc.pid
+                    member.proc = None
+                    running = sum(m.running() for m in members)
+                    say(f"node {member.node_id} (pid {pid}) {how_it_ended(status)}; "
+                        f"{majority_line(running, nodes)}")  # fmt: skip
+                    if args.restart == "on-failure" and status != 0:
+                        delay = member.schedule_restart(now)
+                        say(f"restarting node {member.node_id} in {delay:g}s "
+                            f"(restart {member.restarts})")  # fmt: skip
+                    elif args.restart == "on-failure":
+                        say(f"node {member.node_id} exited cleanly; not restarted")
+                elif member.restart_at is not None and now >= member.restart_at:
+                    member.restart_at = None
+                    pumps.append(member.start())
+                    threading.Thread(
+                        target=announce_back, args=(member, stopping), daemon=True
+                    ).start()
+            if not any(m.proc is not None or m.restart_at is not None for m in members):
+                say("no node is running and none will be restarted; exiting")
                 code = 1
-                stopping.set()
                 break
-        stopping.wait(0.1)
-    stop_all(procs)
-    for thread in pumps:
-        thread.join(timeout=1.0)
-    say("all nodes stopped")
+            stopping.wait(0.1)
+    finally:
+        stop_all([m.proc for m in members if m.proc is not None])
+        for thread in pumps:
+            thread.join(timeout=1.0)
+        say("all nodes stopped")
     return code

@@ -108,7 +108,8 @@ def test_corrupt_or_foreign_database_refuses_to_start(
     result = subprocess.run(foreign, capture_output=True, text=True, timeout=30,
                             cwd=nodes.workdir)  # fmt: skip
     assert result.returncode == 1
-    assert "belongs to cluster paxgos, not another" in result.stderr, result.stderr
+    message = result.stderr.strip()
+    assert "was made by cluster paxgos, not another; pass --cluster-id paxgos" in message, message
 
 
 def test_full_disk_fails_requests_clearly_and_keeps_state(

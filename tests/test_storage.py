@@ -315,8 +315,8 @@ def test_sqlite_foreign_cluster_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "node-2" / "paxgos.db"
     with SQLiteStore(path, "abc", 2) as s:
         s.apply([chosen(1, 3)])
-    msg = _refused(path, "belongs to cluster abc, not xyz", cluster="xyz", node=2)
-    assert msg == f"{path}: belongs to cluster abc, not xyz"
+    msg = _refused(path, "was made by cluster abc, not xyz", cluster="xyz", node=2)
+    assert msg == f"{path}: was made by cluster abc, not xyz; pass --cluster-id abc"
     with SQLiteStore(path, "abc", 2) as s:  # and left untouched
         assert s.commit_index() == 3
 

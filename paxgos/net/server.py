@@ -65,6 +65,20 @@ def store_path(data_dir: str | Path, node_id: int) -> Path:
     return Path(data_dir) / f"node-{node_id}" / "paxgos.db"
 
 
+def cluster_id_path(data_dir: str | Path) -> Path:
+    """The file under ``data_dir`` that names the cluster its node files belong to (the local
+    supervisor writes it; a node started by hand on the same directory reads it)."""
+    return Path(data_dir) / "cluster-id"
+
+
+def stored_cluster_id(data_dir: str | Path) -> str | None:
+    """The cluster id kept in ``cluster_id_path(data_dir)``, or ``None`` if there is none."""
+    try:
+        return cluster_id_path(data_dir).read_text().strip() or None
+    except OSError:  # missing or unreadable: the store's own check names the id if it matters
+        return None
+
+
 def open_store(options: NodeOptions) -> Store:
     """The node's store, as ``--storage`` asks (``--fresh`` first deletes a SQLite file)."""
     if options.storage == "memory":

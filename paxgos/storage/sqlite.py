@@ -292,7 +292,10 @@ class SQLiteStore(Store):
                     f"(this build reads version {FORMAT_VERSION})"
                 )
             if cluster_id != self.cluster_id:
-                raise self._error(f"belongs to cluster {cluster_id}, not {self.cluster_id}")
+                raise self._error(
+                    f"was made by cluster {cluster_id}, not {self.cluster_id}; "
+                    f"pass --cluster-id {cluster_id}"
+                )
             if node_id != self.node_id:
                 raise self._error(f"belongs to node {node_id}, not node {self.node_id}")
             missing = {"promise", "accepted", "chosen"} - tables
