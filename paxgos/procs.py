@@ -4,6 +4,11 @@
 log file per node, and knows every PID, so a test can ``kill -9`` or ``SIGSTOP`` one node and
 restart it with the very same command.  ``close()`` kills whatever is left (by PID): nothing
 outlives the test that started it.  Everything waits with a deadline.
+
+Given ``urls`` (node ``i`` listens on ``urls[i]``) and a ``prefix`` (node ``i``'s command is
+``prefix(i)`` followed by the usual one), the same lifecycle runs nodes elsewhere: on separate
+network namespaces with ``ip netns exec`` (``paxgos.netns.nodes_in``).  A prefix must exec the
+node (as ``ip netns exec`` does), so that the PID kept is the node's own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +30,32 @@ from paxgos.cluster import free_ports
 class LocalNodes:
     """A cluster of real node processes; see the module docstring."""
 
-    def __init__(self, count: int, workdir: str | Path, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        count: int,
+        workdir: str | Path,
+        extra_args: list[str] | None = None,
+        urls: Sequence[str] | None = None,
+        prefix: Callable[[int], Sequence[str]] | None = None,
+    ):
         self.count = count
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args or [])
-        ports = free_ports("127.0.0.1", count)
-        self.urls = [f"http://127.0.0.1:{port}" for port in ports]
+        if urls is None:
+            ports = free_ports("127.0.0.1", count)
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+        elif len(urls) != count:
+            raise ValueError(f"{len(urls)} urls for {count} nodes")
+        self.urls = list(urls)
+        self.prefix = prefix
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def command(self, i: int) -> list[str]:
         return [
+            *(self.prefix(i) if self.prefix else []),
             sys.executable, "-m", "paxgos", "node", "--id", str(i),
             "--peers", ",".join(self.urls), *self.extra_args,
         ]  # fmt: skip
