@@ -24,6 +24,7 @@ from paxgos.core.messages import (
     CatchupReply,
     CatchupRequest,
     Learn,
+    LearnAck,
     Message,
     MessageError,
     Prepare,
@@ -90,10 +91,13 @@ EXAMPLES: list[Message] = [
         2, Ballot(3, 1), True, Ballot(3, 1), 4, ((5, Ballot(2, 0), 9), (6, Ballot(2, 0), None))
     ),
     Accept(0, Ballot(3, 0), 5, (1, None, -2), 4),
-    Accepted(2, Ballot(3, 0), 5, 3, True, Ballot(3, 0)),
+    Accepted(2, Ballot(3, 0), 5, 3, True, Ballot(3, 0), 4),
     Learn(0, Ballot(3, 0), 9),
+    LearnAck(3, Ballot(3, 0), 8),
     CatchupRequest(4, 10, 100),
     CatchupReply(1, ((10, 5), (11, None)), 11),
+    Prepare(1, Ballot(3, 1), 7, probe=True),
+    Promise(1, Ballot(4, 1), False, Ballot(3, 0), 4, probe=True),
 ]
 
 
@@ -176,7 +180,7 @@ def test_a_full_batch_round_trips() -> None:
 INT_LOW = {"sender": 0, "from_slot": 1, "commit": 0, "first": 1, "count": 1, "limit": 1}
 INT_HIGH = {"count": MAX_BATCH, "limit": MAX_BATCH}
 BALLOT_FIELDS = {"ballot", "promised"}
-BOOL_FIELDS = {"ok"}
+BOOL_FIELDS = {"ok", "probe"}
 WRONG_TYPES: list[Any] = ["1", 1.0, 1.5, None, [], {}, [1], {"a": 1}]
 BAD_BALLOTS: list[Any] = [
     [1],

@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from paxgos.core import Config, Node, Ready
+from paxgos.core import Config, Node
 from paxgos.core.messages import Prepare
 from paxgos.sim import SimOptions, run_seed, run_seeds
-from paxgos.sim import faulty as faulty_module
 from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.cli import main
 from paxgos.storage import MemoryStore
@@ -75,23 +74,30 @@ def _first_violation(options: SimOptions) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize(
-    "variant, invariants",
+    "variant, invariants, shape",
     [
         (
             "reply-before-persist",
             {"acknowledged-in-log", "one-value-per-slot", "promise-monotonic"},
+            {},
         ),
-        ("accept-below-promise", {"one-value-per-slot", "learned-is-chosen"}),
-        ("forget-promise", {"promise-monotonic"}),
-        ("noop-fill-leader", {"one-value-per-slot", "learned-is-chosen"}),
+        ("accept-below-promise", {"one-value-per-slot", "learned-is-chosen"}, {}),
+        ("forget-promise", {"promise-monotonic"}, {}),
+        ("noop-fill-leader", {"one-value-per-slot", "learned-is-chosen"}, {}),
+        # Crashes right after a campaign starts (seed 20 at this crash rate; 359 at the default).
+        ("ballot-unpersisted", {"ballot-unique"}, {"crash": 0.01}),
+        # A leader cut off long enough while clients still call it (seed 49 with these).
+        ("no-step-down", {"leader-without-majority"}, {"clients": 6, "partition": 0.01}),
+        # The stability phase's returning follower deposes the leader (seed 1).
+        ("no-stickiness", {"disruption"}, {}),
     ],
 )
-def test_broken_node_is_caught(variant: str, invariants: set[str]) -> None:
-    options = SimOptions(faulty=variant)
+def test_broken_node_is_caught(variant: str, invariants: set[str], shape: dict[str, float]) -> None:
+    options = SimOptions(faulty=variant, **shape)  # type: ignore[arg-type]
     seed, invariant, report = _first_violation(options)
     assert invariant in invariants, report
     assert f"VIOLATION seed={seed} step=" in report
-    assert f"replay: python -m paxgos.sim --seed {seed} --faulty {variant}" in report
+    assert f"replay: python -m paxgos.sim --seed {seed} " in report and variant in report
     assert "deliver" in report  # the trace of the last messages
     assert run_seed(seed, options).report == report  # the seed replays the violation
 
@@ -118,37 +124,17 @@ def test_checker_flags_two_values_at_one_slot() -> None:
 # --- regression: a restarted proposer must not reuse its ballot ------------------------------
 
 
-class _BallotUnpersistedNode(Node):
-    """The core before the fix: a campaign did not persist the proposer's own promise."""
-
-    def _become_candidate(self, ready: Ready) -> None:
-        promised, persisted = self.acceptor.promised, ready.persist.promised
-        super()._become_candidate(ready)
-        self.acceptor.promised, ready.persist.promised = promised, persisted
-
-
 def test_restarted_proposer_picks_a_new_ballot() -> None:
     """Seed 260 found it: node 0 campaigned, had its peers' promises and sent Accepts, and crashed
     before its Prepare to itself was handled; restarted, it chose the same ballot again and could
     get a second value chosen under it (a stale Accept of the first value then completes it)."""
     store = MemoryStore()
     node = Node(Config(0, 3), store.load())
-    ready = node.campaign()
+    ready = node.campaign(prevote=False)
     store.apply([ready.persist])  # host contract: persist before the Prepares leave
     first = next(m for _, m in ready.messages if isinstance(m, Prepare)).ballot
     # Crash: the self-Prepare is never handled.  Restart from what was persisted.
     node = Node(Config(0, 3), store.load())
-    ready = node.campaign()
+    ready = node.campaign(prevote=False)
     second = next(m for _, m in ready.messages if isinstance(m, Prepare)).ballot
     assert second > first
-
-
-def test_simulator_catches_ballot_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The unfixed core fails the ballot-unique check within a bounded number of seeds (seed 49
-    with today's defaults); the fixed core passes those seeds."""
-    monkeypatch.setitem(faulty_module.VARIANTS, "ballot-unpersisted", _BallotUnpersistedNode)
-    options = SimOptions(faulty="ballot-unpersisted")
-    found = next((r for r in run_seeds(range(300), options) if not r.ok), None)
-    assert found is not None, "ballot reuse not caught in 300 seeds"
-    assert found.invariant == "ballot-unique", found.report
-    assert all(r.ok for r in run_seeds(range(found.seed + 1), SimOptions()))

@@ -5,7 +5,7 @@ out (``Ready``).  ``paxgos.net`` and ``paxgos.sim`` are two hosts for the same c
 """
 
 from paxgos.core.ballot import ZERO, Ballot
-from paxgos.core.node import CANDIDATE, FOLLOWER, LEADER, Config, Node, StoredState
+from paxgos.core.node import CANDIDATE, FOLLOWER, LEADER, PRECANDIDATE, Config, Node, StoredState
 from paxgos.core.ready import Abandoned, Committed, Outcome, Persist, Ready, Rejected
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CANDIDATE",
     "FOLLOWER",
     "LEADER",
+    "PRECANDIDATE",
     "Config",
     "Node",
     "StoredState",

@@ -44,7 +44,9 @@ class Acceptor:
         """Phase 2b: accept ``msg.values`` unless a higher ballot was promised."""
         count = len(msg.values)
         if msg.ballot < self.promised:
-            return Accepted(self.node_id, msg.ballot, msg.first, count, False, self.promised)
+            return Accepted(
+                self.node_id, msg.ballot, msg.first, count, False, self.promised, commit
+            )
         if msg.ballot > self.promised:
             self.promised = msg.ballot
             persist.promised = msg.ballot
@@ -55,7 +57,7 @@ class Acceptor:
                 self.accepted[slot] = (msg.ballot, value)
                 persist.accepted.append((slot, msg.ballot, value))
             slot += 1
-        return Accepted(self.node_id, msg.ballot, msg.first, count, True, self.promised)
+        return Accepted(self.node_id, msg.ballot, msg.first, count, True, self.promised, commit)
 
     def accepted_under(self, slot: int, ballot: Ballot) -> tuple[bool, Value]:
         """Whether ``slot`` was accepted under exactly ``ballot``, and the value if so."""

@@ -2,8 +2,8 @@
 
 Every message a node sends another is one of the frozen dataclasses below; each carries the
 ``sender``'s node id.  Requests (``Prepare``, ``Accept``, ``Learn``, ``CatchupRequest``) are
-answered by exactly one response (``Promise``, ``Accepted``, ``None``, ``CatchupReply``), which the
-transport carries back on the same exchange (the HTTP response body).
+answered by exactly one response (``Promise``, ``Accepted``, ``LearnAck``, ``CatchupReply``),
+which the transport carries back on the same exchange (the HTTP response body).
 
 The wire form is JSON (``encode``/``decode``), pure and I/O-free like the rest of ``core``.
 ``decode`` validates every field, so a malformed message is a ``MessageError`` before it can
@@ -42,21 +42,28 @@ class MessageError(ValueError):
 
 @dataclass(frozen=True)
 class Prepare:
-    """Phase 1a: ``sender`` asks for a promise on ``ballot`` for every slot from ``from_slot``."""
+    """Phase 1a: ``sender`` asks for a promise on ``ballot`` for every slot from ``from_slot``.
+
+    With ``probe`` it only asks whether the acceptor *would* promise (Raft's PreVote): nothing is
+    promised or stored, so a node that cannot win (it is cut off, or a live leader exists)
+    raises no ballot and disturbs no one.
+    """
 
     sender: int
     ballot: Ballot
     from_slot: int
+    probe: bool = False
 
 
 @dataclass(frozen=True)
 class Promise:
     """Phase 1b: the answer to a Prepare.
 
-    ``ok`` is false when the acceptor had promised a higher ballot (``promised`` names it).
+    ``ok`` is false when the acceptor had promised a higher ballot (``promised`` names it), or
+    when it still hears from a live leader (``promised`` is then at most ``ballot``).
     ``accepted`` lists what the acceptor accepted at slots above ``commit`` and at or above the
     prepare's ``from_slot``; slots at or below ``commit`` the acceptor knows chosen (their values
-    are fetched by catch-up, never guessed).
+    are fetched by catch-up, never guessed).  ``probe`` answers a probe: nothing was promised.
     """
 
     sender: int
@@ -65,6 +72,7 @@ class Promise:
     promised: Ballot
     commit: int
     accepted: tuple[AcceptedEntry, ...] = ()
+    probe: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class Accepted:
     """Phase 2b: the answer to an Accept of ``count`` slots from ``first``.
 
     ``ok`` is false when the acceptor had promised a higher ballot (``promised`` names it).
+    ``commit`` is the acceptor's commit index (the leader shows each peer's lag).
     """
 
     sender: int
@@ -94,6 +103,7 @@ class Accepted:
     count: int
     ok: bool
     promised: Ballot
+    commit: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,16 @@ class Learn:
     A learner that accepted a slot under ``ballot`` holds the chosen value (one ballot proposes
     one value per slot), so the message needs no values; slots it lacks come by catch-up.
     """
+
+    sender: int
+    ballot: Ballot
+    commit: int
+
+
+@dataclass(frozen=True)
+class LearnAck:
+    """The answer to a Learn: the learner is alive and has applied every slot up to ``commit``
+    (the leader counts it towards the majority it must keep hearing from)."""
 
     sender: int
     ballot: Ballot
@@ -127,7 +147,7 @@ class CatchupReply:
     commit: int
 
 
-Message = Prepare | Promise | Accept | Accepted | Learn | CatchupRequest | CatchupReply
+Message = Prepare | Promise | Accept | Accepted | Learn | LearnAck | CatchupRequest | CatchupReply
 
 KINDS: dict[str, type] = {
     "prepare": Prepare,
@@ -135,6 +155,7 @@ KINDS: dict[str, type] = {
     "accept": Accept,
     "accepted": Accepted,
     "learn": Learn,
+    "learn_ack": LearnAck,
     "catchup": CatchupRequest,
     "catchup_reply": CatchupReply,
 }
@@ -238,7 +259,8 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
         raise MessageError(f"expected a {KIND_OF[expect]} message, got {body.get('type')}")
     sender = _int(body, "sender", 0)
     if cls is Prepare:
-        return Prepare(sender, _ballot(body.get("ballot"), "ballot"), _int(body, "from_slot", 1))
+        ballot = _ballot(body.get("ballot"), "ballot")
+        return Prepare(sender, ballot, _int(body, "from_slot", 1), _bool(body, "probe"))
     if cls is Promise:
         accepted = []
         for raw in _list(body, "accepted"):
@@ -251,6 +273,7 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
             _ballot(body.get("promised"), "promised"),
             _int(body, "commit", 0),
             tuple(accepted),
+            _bool(body, "probe"),
         )
     if cls is Accept:
         values = tuple(_value(v, "values") for v in _list(body, "values"))
@@ -269,9 +292,10 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
             _int(body, "count", 1, MAX_BATCH),
             _bool(body, "ok"),
             _ballot(body.get("promised"), "promised"),
+            _int(body, "commit", 0),
         )
-    if cls is Learn:
-        return Learn(sender, _ballot(body.get("ballot"), "ballot"), _int(body, "commit", 0))
+    if cls is Learn or cls is LearnAck:
+        return cls(sender, _ballot(body.get("ballot"), "ballot"), _int(body, "commit", 0))
     if cls is CatchupRequest:
         return CatchupRequest(sender, _int(body, "from_slot", 1), _int(body, "limit", 1, MAX_BATCH))
     entries = []

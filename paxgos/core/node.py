@@ -1,16 +1,31 @@
-"""One Paxgos node as a deterministic state machine: acceptor, learner and (when leading) proposer.
+r"""One Paxgos node as a deterministic state machine: acceptor, learner and (when leading) proposer.
 
 Inputs are method calls, each returning a ``Ready`` (see ``paxgos.core.ready``):
 
-- ``campaign()``: start phase 1 with a ballot above any seen (node 0 does this at boot);
+- ``campaign()``: try to lead now (node 0, the distinguished proposer, does this at boot);
 - ``propose(request, value)``: a client asks for ``value`` to be committed;
 - ``flush(now)``: the end of an event-loop turn: cut the queued proposals into one Accept batch
   (a small first batch may linger until ``flush_due`` for more values: ``Config.min_batch``);
 - ``step(message)``: a peer's message arrived;
-- ``tick(now)``: time passed (retransmissions, heartbeats, catch-up, re-campaigning).
+- ``tick(now)``: time passed (retransmissions, heartbeats, catch-up, elections).
 
 Nothing here reads a clock, a socket or a file: time only arrives through ``tick`` and
-``flush``, so the same inputs in the same order always give the same outputs.
+``flush``, and randomness from a generator seeded by ``Config.seed``, so the same inputs in the
+same order always give the same outputs.
+
+Elections (any node may lead; see ``Config.election_timeout``):
+
+- a follower that has not heard from a leader (an Accept or Learn it accepted) for a randomized
+  election timeout, between one and two ``election_timeout``\ s, becomes a *pre-candidate*: it
+  sends probe Prepares (Raft's PreVote), which change no state anywhere, and runs phase 1 for
+  real (a *candidate*) only once a majority says it would promise;
+- an acceptor that heard from a live leader within ``election_timeout`` refuses to promise (or
+  to say it would) to any other proposer: leader stickiness, the lease of Raft's CheckQuorum,
+  so a node back from a pause or a partition cannot depose a healthy leader;
+- a leader that has not heard from a majority (itself included) within ``election_timeout``
+  steps down and turns proposals away, so clients move to the side that has a majority;
+- a candidacy that has not won within its randomized timeout starts over with new probes;
+  randomized timers keep two would-be leaders from livelocking.
 
 Multi-Paxos as in ``DESIGN.md``: phase 1 once per leadership over every slot from the first one
 not known chosen; re-proposal of the highest-ballot accepted value per slot and no-ops in holes;
@@ -22,6 +37,7 @@ sent as a ``Learn``; a learner behind the commit index fetches chosen entries by
 from __future__ import annotations
 
 import logging
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -35,6 +51,7 @@ from paxgos.core.messages import (
     CatchupRequest,
     ChosenEntry,
     Learn,
+    LearnAck,
     Message,
     Prepare,
     Promise,
@@ -46,6 +63,7 @@ from paxgos.core.ready import Committed, Ready, Rejected
 log = logging.getLogger("paxgos.core")
 
 FOLLOWER = "follower"
+PRECANDIDATE = "precandidate"  # asking whether a majority would promise (probe Prepares)
 CANDIDATE = "candidate"  # running phase 1
 LEADER = "leader"
 
@@ -77,8 +95,6 @@ class Config:
     retry_interval: float = 0.15
     #: Ask again for a catch-up batch not answered in this long (a big batch takes a while).
     catchup_timeout: float = 1.0
-    #: A leader with nothing to send for this long sends a Learn (heartbeat and commit index).
-    heartbeat_interval: float = 0.1
     #: A moved commit index rides on the next Accept; a tick sends it alone (a Learn) only once
     #: it has gone unsent for this long, counted from the first tick that found it unsent.  Under
     #: load the next Accept nearly always comes first, and a Learn costs every follower a
@@ -89,12 +105,27 @@ class Config:
     catchup_after: float = 0.2
     #: Entries asked for per catch-up request.
     catchup_batch: int = 10_000
-    #: A node that lost a leadership it is meant to hold campaigns again after this long.
-    recampaign_after: float = 0.3
+    #: The lease and the election timer.  A follower that has heard from no leader for a
+    #: random time between one and two of these starts an election; an acceptor that heard
+    #: from a live leader within one refuses other proposers; a leader that heard from no
+    #: majority within one steps down.  Heartbeats go every fifth of it.
+    election_timeout: float = 0.5
+    #: Seeds the election timer's randomness (the host draws it; the simulator derives it).
+    seed: int = 0
+    #: Leader stickiness (the lease above).  Off, an acceptor promises any higher ballot at
+    #: any time, and a node back from a partition can depose a healthy leader: only tests of
+    #: phase 1 alone, and the simulator's planted bug, turn it off.
+    sticky: bool = True
 
     @property
     def majority(self) -> int:
         return self.nodes // 2 + 1
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """A leader with nothing to send for this long sends a Learn (heartbeat and commit
+        index): five chances per election timeout to keep its lease."""
+        return self.election_timeout / 5
 
 
 @dataclass
@@ -127,9 +158,18 @@ class Node:
         self.proposer = Proposer(ZERO, self.commit + 1)
         self.seen = ZERO  # the highest ballot that refused or outbid ours
         self.queue: deque[tuple[int, int]] = deque()  # (request, value) awaiting a batch
-        self.recampaign_at: float | None = None
+        self.rng = random.Random(config.seed * 1_000_003 + config.node_id)
+        # the leader this node follows, and when it last heard from it (the lease)
+        self.leader_ballot = ZERO
+        self.leader_seen_at: float | None = None
+        self.election_at: float | None = None  # when a follower or candidate tries (again)
+        # per peer, as the leader sees it: last answer and the commit index it reported
+        self.peer_seen_at: dict[int, float] = {}
+        self.peer_commit: dict[int, int] = {}
         self.rounds_sent = 0  # statistics, for /status
         self.values_sent = 0
+        self.elections = 0  # candidacies started (real phase 1 runs)
+        self.leader_changes = 0  # times this node saw leadership move to another ballot
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -156,30 +196,56 @@ class Node:
         return self.proposer.rounds
 
     def leader(self) -> int | None:
-        """The node this one believes leads (itself while running phase 1)."""
-        if self.role != FOLLOWER:
+        """The node this one knows leads: itself when leading, else the leader it heard from
+        within the election timeout, else None (clients get 503, never a stale redirect)."""
+        if self.role == LEADER:
             return self.id
-        # The highest ballot seen: the promised one, or one that refused us (which our acceptor
-        # never promised).  Our own ballot, now that we follow, names no leader.
-        top = max(self.promised, self.seen)
-        if top != ZERO:
-            return top.node if top.node != self.id else None
-        return self.config.initial_leader
+        if self._lease_live() and self.leader_ballot.node != self.id:
+            return self.leader_ballot.node
+        return None
 
-    def status(self) -> dict[str, object]:
-        """A snapshot for /status."""
+    def _lease_live(self) -> bool:
+        """Whether this node heard from a live leader within the election timeout."""
+        if self.role == LEADER:
+            return True
+        seen = self.leader_seen_at
+        return seen is not None and self.now - seen < self.config.election_timeout
+
+    def status(self, now: float | None = None) -> dict[str, object]:
+        """A snapshot for /status (``now``: the host's clock, for the ages it shows)."""
+        now = self.now if now is None else now
+        timeout = self.config.election_timeout
+        peers = {}
+        for peer in self.peers:
+            seen = self.peer_seen_at.get(peer)
+            commit = self.peer_commit.get(peer)
+            peers[peer] = {
+                "last_contact_s": None if seen is None else round(now - seen, 3),
+                "commit_index": commit,
+                "lag": None if commit is None else max(0, self.commit - commit),
+                "reachable": seen is not None and now - seen < timeout,
+            }
+        seen = self.leader_seen_at
         return {
             "id": self.id,
             "role": self.role,
             "ballot": list(self.ballot) if self.role != FOLLOWER else None,
             "promised": list(self.promised),
             "leader": self.leader(),
+            "leader_ballot": list(self.leader_ballot) if self.leader_ballot != ZERO else None,
+            "since_leader_s": 0.0
+            if self.role == LEADER
+            else (None if seen is None else round(now - seen, 3)),
+            "election_timeout_s": timeout,
+            "elections": self.elections,
+            "leader_changes": self.leader_changes,
             "commit_index": self.commit,
             "known_commit": self.known_commit,
             "queued": len(self.queue),
             "rounds_in_flight": len(self.rounds),
             "rounds_sent": self.rounds_sent,
             "values_sent": self.values_sent,
+            "peer_state": peers,
         }
 
     def answer_catchup(self, msg: CatchupRequest, chosen: list[ChosenEntry]) -> CatchupReply:
@@ -189,10 +255,15 @@ class Node:
 
     # --- inputs -------------------------------------------------------------------------------
 
-    def campaign(self) -> Ready:
-        """Run phase 1 with a ballot above every ballot seen."""
+    def campaign(self, prevote: bool = True) -> Ready:
+        """Try to lead: probe for a majority, then run phase 1 with a ballot above every
+        ballot seen.  A live leader elsewhere keeps its post (its followers refuse).  Without
+        ``prevote``, phase 1 starts at once (a forced election, as etcd's; tests use it)."""
         ready = Ready()
-        self._become_candidate(ready)
+        if not prevote:
+            self._become_candidate(ready, self._next_ballot())
+        elif self.role in (FOLLOWER, PRECANDIDATE):
+            self._become_precandidate(ready)
         return ready
 
     def propose(self, request: int, value: int) -> Ready:
@@ -200,7 +271,7 @@ class Node:
         or at once when it fills a whole batch (so that acceptors work on one batch while the
         leader is still reading the requests of the next)."""
         ready = Ready()
-        if self.role == FOLLOWER:
+        if self.role in (FOLLOWER, PRECANDIDATE):
             ready.outcomes.append(Rejected(request, "not_leader", self.leader()))
         elif len(self.queue) >= self.config.max_queue:
             ready.outcomes.append(Rejected(request, "overloaded", self.id))
@@ -229,12 +300,18 @@ class Node:
         return None if since is None else since + self.config.linger
 
     def tick(self, now: float) -> Ready:
-        """Time is now ``now``: resend what went unanswered, heartbeat, catch up, re-campaign."""
+        """Time is now ``now``: resend what went unanswered, heartbeat, catch up, elect."""
         self.now = now
         ready = Ready()
         cfg = self.config
         term = self.proposer
-        if self.role == LEADER:
+        if self.role == LEADER and self._majority_lost():
+            log.info(
+                "node %d: heard from no majority for %gs; stepping down as leader (ballot %s)",
+                self.id, cfg.election_timeout, term.ballot,
+            )  # fmt: skip
+            self._become_follower(ZERO, ready)
+        elif self.role == LEADER:
             for rnd in term.rounds.values():
                 if now - rnd.sent_at >= cfg.retry_interval:
                     rnd.sent_at = now
@@ -249,13 +326,21 @@ class Node:
                 learn = learn or now - term.commit_unsent_since >= cfg.learn_delay
             if learn:
                 self._broadcast_learn(ready)
-        elif self.role == CANDIDATE:
-            if now - term.prepare_sent_at >= cfg.retry_interval:
-                term.prepare_sent_at = now
-                prepare = Prepare(self.id, term.ballot, self.commit + 1)
-                ready.messages.extend((p, prepare) for p in self._all() if p not in term.promises)
-        elif self.recampaign_at is not None and now >= self.recampaign_at:
-            self._become_candidate(ready)
+        elif self.election_at is None:
+            self._arm_election()
+        elif now >= self.election_at:
+            if self.role == FOLLOWER:
+                log.debug(
+                    "node %d: election timeout: no word from a leader for %.3fs",
+                    self.id, now - (self.leader_seen_at or 0.0),
+                )  # fmt: skip
+            else:
+                log.debug("node %d: %s for %s timed out", self.id, self.role, term.ballot)
+            self._become_precandidate(ready)
+        elif self.role != FOLLOWER and now - term.prepare_sent_at >= cfg.retry_interval:
+            term.prepare_sent_at = now
+            prepare = self._prepare()
+            ready.messages.extend((p, prepare) for p in self._all() if p not in term.promises)
         self._maybe_catch_up(ready)
         return ready
 
@@ -263,7 +348,8 @@ class Node:
         """A message from a peer (or from this node to itself) arrived."""
         ready = Ready()
         if isinstance(msg, Accept):
-            self._observe(msg.ballot, ready)
+            if msg.ballot >= self.promised:  # it will be accepted: its sender leads
+                self._heard_leader(msg.ballot, ready)
             ready.response = self.acceptor.on_accept(msg, self.commit, ready.persist)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -276,10 +362,14 @@ class Node:
         elif isinstance(msg, Accepted):
             self._on_accepted(msg, ready)
         elif isinstance(msg, Learn):
+            if msg.ballot >= self.promised:
+                self._heard_leader(msg.ballot, ready)
             self._learn_commit(msg.ballot, msg.commit, msg.sender, ready)
+            ready.response = LearnAck(self.id, msg.ballot, self.commit)
+        elif isinstance(msg, LearnAck):
+            self._heard_peer(msg.sender, msg.commit)
         elif isinstance(msg, Prepare):
-            self._observe(msg.ballot, ready)
-            ready.response = self.acceptor.on_prepare(msg, self.commit, ready.persist)
+            ready.response = self._on_prepare(msg, ready)
         elif isinstance(msg, Promise):
             self._on_promise(msg, ready)
         elif isinstance(msg, CatchupReply):
@@ -294,37 +384,64 @@ class Node:
     def _reset(self, role: str, ballot: Ballot, ready: Ready) -> None:
         """The one place a role changes: a fresh ``Proposer`` for ``ballot``; the rounds of the
         old one are abandoned (phase 1 decides their slots afresh, so they must never be resent
-        under a new ballot, and their clients learn that their fate is unknown)."""
+        under a new ballot, and their clients learn that their fate is unknown); a role that
+        cannot propose turns the queued proposals away; the election timer starts afresh."""
         ready.outcomes.extend(self.proposer.abandon())
         self.role = role
         self.proposer = Proposer(ballot, self.commit + 1, self.now)
-        self.recampaign_at = None
+        if role in (FOLLOWER, PRECANDIDATE):
+            leader = self.leader()
+            while self.queue:
+                request, _ = self.queue.popleft()
+                ready.outcomes.append(Rejected(request, "not_leader", leader))
+        self._arm_election()
+
+    def _arm_election(self) -> None:
+        """A random time between one and two election timeouts from now."""
+        self.election_at = self.now + self.config.election_timeout * (1 + self.rng.random())
 
     def _become_follower(self, seen: Ballot, ready: Ready) -> None:
-        log.info("node %d: ballot %s outbid by %s; stepping down", self.id, self.ballot, seen)
+        """Stop proposing: ``seen`` outbid us (``ZERO``: no majority answers any more)."""
+        if self.role == LEADER or self.role == CANDIDATE:
+            if seen != ZERO:
+                log.info("node %d: ballot %s outbid by %s", self.id, self.ballot, seen)
+        else:
+            log.debug("node %d: %s for %s gave up", self.id, self.role, self.ballot)
+        if self.leader_ballot.node == self.id:
+            self.leader_seen_at = None  # our own lease ends with our leadership
         self._reset(FOLLOWER, ZERO, ready)
-        leader = seen.node if seen.node != self.id else None
-        while self.queue:
-            request, _ = self.queue.popleft()
-            ready.outcomes.append(Rejected(request, "not_leader", leader))
-        self.seen = max(self.seen, seen)  # for leader(), and to outbid it next time
-        if self.id == self.config.initial_leader:
-            # The distinguished proposer keeps its post: outbid (say, by its own pre-restart
-            # ballot), it tries again above what it saw, after a pause.
-            self.recampaign_at = self.now + self.config.recampaign_after
+        self.seen = max(self.seen, seen)  # to outbid it next time
 
-    def _become_candidate(self, ready: Ready) -> None:
-        """Run phase 1 with a ballot above every ballot seen."""
-        ballot = max(self.promised, self.ballot, self.seen).next_for(self.id)
+    def _become_precandidate(self, ready: Ready) -> None:
+        """Ask every acceptor whether it would promise a ballot above any seen (no state
+        changes anywhere): only a node that could win raises the ballot (Raft's PreVote)."""
+        ballot = self._next_ballot()
+        self._reset(PRECANDIDATE, ballot, ready)
+        log.debug("node %d: probe for ballot %s", self.id, ballot)
+        probe = self._prepare()
+        ready.messages.extend((p, probe) for p in self._all())
+
+    def _become_candidate(self, ready: Ready, ballot: Ballot) -> None:
+        """Run phase 1 with ``ballot`` (the one a majority said it would promise)."""
         self._reset(CANDIDATE, ballot, ready)
+        self.elections += 1
         # Promise our own ballot durably before any Prepare leaves: the self-Prepare may still
         # be in flight when we crash, and a restart would then pick this same ballot again and
         # could propose a second value under it (found by paxgos.sim, seed 260).
         self.acceptor.promised = ballot
         ready.persist.promised = ballot
         log.debug("node %d: prepare ballot %s from slot %d", self.id, ballot, self.commit + 1)
-        prepare = Prepare(self.id, ballot, self.commit + 1)
+        prepare = self._prepare()
         ready.messages.extend((p, prepare) for p in self._all())
+
+    def _next_ballot(self) -> Ballot:
+        """The smallest ballot of ours above every ballot this node has seen."""
+        return max(self.promised, self.ballot, self.seen).next_for(self.id)
+
+    def _prepare(self) -> Prepare:
+        """The (probe, while a pre-candidate) Prepare of the current ballot."""
+        ballot = self.proposer.ballot
+        return Prepare(self.id, ballot, self.commit + 1, probe=self.role == PRECANDIDATE)
 
     def _become_leader(self, ready: Ready) -> None:
         """Phase 1 is complete: re-propose what may have been chosen, fill holes with no-ops."""
@@ -342,15 +459,74 @@ class Node:
             top,
         )
         self._reset(LEADER, term.ballot, ready)
+        self.election_at = None
+        self.peer_seen_at = dict.fromkeys(self.peers, self.now)  # a fresh lease to keep
+        self._heard_leader(term.ballot, ready)
         values = [highest.get(slot, (ZERO, None))[1] for slot in range(self.commit + 1, top + 1)]
         for start in range(0, len(values), self.config.max_batch):
             self._send_round(ready, tuple(values[start : start + self.config.max_batch]))
         self._flush(ready)
+        if not self.proposer.rounds:
+            self._broadcast_learn(ready)  # tell the followers at once who leads
 
     def _observe(self, ballot: Ballot, ready: Ready) -> None:
         """A ballot above ours means another proposer is at work: stop proposing."""
         if self.role != FOLLOWER and ballot > self.ballot:
             self._become_follower(ballot, ready)
+
+    def _heard_leader(self, ballot: Ballot, ready: Ready) -> None:
+        """An Accept or Learn under ``ballot`` was accepted: its sender leads, and is alive."""
+        if ballot.node == self.id and self.role != LEADER:
+            return  # our own message from a leadership we no longer hold
+        if ballot != self.leader_ballot:
+            if ballot > self.leader_ballot:
+                self.leader_changes += 1
+                if ballot.node != self.id:
+                    log.info("node %d: following node %d (ballot %s)", self.id, ballot.node, ballot)
+            self.leader_ballot = max(self.leader_ballot, ballot)
+        self.leader_seen_at = self.now
+        if self.role == PRECANDIDATE or (self.role != FOLLOWER and ballot > self.ballot):
+            self._become_follower(ballot, ready)  # a live leader: no election of ours
+        elif self.role == FOLLOWER:
+            self._arm_election()
+
+    def _heard_peer(self, peer: int, commit: int) -> None:
+        self.peer_seen_at[peer] = self.now
+        self.peer_commit[peer] = commit
+
+    def _majority_lost(self) -> bool:
+        """Whether a leader has heard from fewer than a majority (itself included) within the
+        election timeout (Raft's CheckQuorum)."""
+        cutoff = self.now - self.config.election_timeout
+        live = 1 + sum(1 for p in self.peers if self.peer_seen_at.get(p, cutoff) > cutoff)
+        return live < self.config.majority
+
+    def _sticky(self, msg: Prepare) -> bool:
+        """Whether to refuse ``msg`` because a live leader other than its sender is known:
+        leader stickiness, so that a node back from a pause or a partition cannot depose it."""
+        return (
+            self.config.sticky
+            and msg.sender != self.id
+            and self._lease_live()
+            and msg.sender != self.leader()
+        )
+
+    def _on_prepare(self, msg: Prepare, ready: Ready) -> Promise:
+        if self._sticky(msg):
+            log.debug(
+                "node %d: %s for %s from node %d refused: leader %s is live",
+                self.id, "probe" if msg.probe else "prepare", msg.ballot, msg.sender,
+                self.leader(),
+            )  # fmt: skip
+            return Promise(self.id, msg.ballot, False, self.promised, self.commit, probe=msg.probe)
+        if msg.probe:  # would we promise?  Nothing changes.
+            ok = msg.ballot > self.promised
+            return Promise(self.id, msg.ballot, ok, self.promised, self.commit, probe=True)
+        self._observe(msg.ballot, ready)
+        promise = self.acceptor.on_prepare(msg, self.commit, ready.persist)
+        if promise.ok and msg.sender != self.id and self.role == FOLLOWER:
+            self._arm_election()  # give the candidate time to win before trying ourselves
+        return promise
 
     # --- proposer -----------------------------------------------------------------------------
 
@@ -360,20 +536,32 @@ class Node:
 
     def _on_promise(self, msg: Promise, ready: Ready) -> None:
         term = self.proposer
-        if self.role != CANDIDATE or msg.ballot != term.ballot:
+        if msg.ballot != term.ballot or msg.probe != (self.role == PRECANDIDATE):
+            return
+        if self.role not in (PRECANDIDATE, CANDIDATE):
             return
         if not msg.ok:
-            self._become_follower(msg.promised, ready)
+            if msg.promised > term.ballot:
+                self._become_follower(msg.promised, ready)  # outbid
+                return
+            term.refused.add(msg.sender)  # it still hears from a live leader
+            if len(term.refused) > self.config.nodes - self.config.majority:
+                self._become_follower(ZERO, ready)
             return
         log.debug(
-            "node %d: promise for %s from node %d (%d accepted)",
+            "node %d: %s for %s from node %d (%d accepted)",
             self.id,
+            "would promise" if msg.probe else "promise",
             msg.ballot,
             msg.sender,
             len(msg.accepted),
         )
+        term.refused.discard(msg.sender)
         term.promises[msg.sender] = msg
         if len(term.promises) < self.config.majority or term.awaiting_commit:
+            return
+        if self.role == PRECANDIDATE:
+            self._become_candidate(ready, term.ballot)
             return
         # Slots at or below a promiser's commit index are chosen there: fetch them rather than
         # trust the other promisers' accepted values, which may be older.
@@ -440,6 +628,7 @@ class Node:
         term.sent_at = self.now
 
     def _on_accepted(self, msg: Accepted, ready: Ready) -> None:
+        self._heard_peer(msg.sender, msg.commit)
         if not msg.ok:
             self._observe(msg.promised, ready)
             return

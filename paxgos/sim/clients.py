@@ -1,9 +1,10 @@
 """Simulated clients: they propose fresh values, wait for answers, and retry elsewhere.
 
 Each client has at most one attempt in flight: one value, or now and then a burst of several
-(like ``/autopropose``), sent to the node it believes leads.  It follows ``Rejected`` leader hints,
-gives up on an attempt when the node crashes under it or after a timeout, and then tries again
-with new values: every proposal in a run carries a value never proposed before, which is what
+(like ``/autopropose``), sent to the node it believes leads.  It follows ``Rejected`` leader hints
+(a node that names no leader sends it to a random node), gives up on an attempt when the node
+crashes under it or after a timeout, and then tries again, at a random node, with new values:
+every proposal in a run carries a value never proposed before, which is what
 lets the checker say "in the log exactly once".
 
 Once faults stop, clients stop too, except for one *probe* (client 0) that proposes until a value
@@ -41,11 +42,12 @@ class Clients:
         scheduler: Scheduler,
         checker: Checker,
         leader: int,
+        nodes: int,
     ):
         self.rng = rng
         self.scheduler = scheduler
         self.checker = checker
-        self.leader = leader
+        self.nodes = nodes
         self.clients = [Client(i, leader) for i in range(count)]
         self.owner: dict[int, int] = {}  # request -> client
         self.last_request = 0
@@ -100,14 +102,14 @@ class Clients:
             return  # the client gave up on it already
         client.waiting.discard(outcome.request)
         if isinstance(outcome, Rejected):
-            client.target = self.leader if outcome.leader is None else outcome.leader
+            client.target = self._anyone() if outcome.leader is None else outcome.leader
             self._next(client, 5_000, 50_000)
         else:
             self._next(client, 0, 30_000)
 
     def failed(self, cid: int, requests: list[int]) -> None:
         """The connection to the node broke (it was down, or crashed): the requests' fate is
-        unknown; the client tries the initial leader next, after a back-off."""
+        unknown; the client tries a random node next, after a back-off."""
         client = self.clients[cid]
         mine = False
         for request in requests:
@@ -116,7 +118,7 @@ class Clients:
                 client.waiting.discard(request)
                 mine = True
         if mine:
-            client.target = self.leader
+            client.target = self._anyone()
             self._next(client, 20_000, 150_000)
 
     def timeout(self, cid: int, attempt: int) -> None:
@@ -124,8 +126,11 @@ class Clients:
         if client.attempt != attempt or not client.waiting or not self.active:
             return  # answered already, or healed: then every request must be answered
         client.waiting.clear()
-        client.target = self.leader
+        client.target = self._anyone()
         self._next(client, 0, 10_000)
+
+    def _anyone(self) -> int:
+        return self.rng.randrange(self.nodes)
 
     def heal(self) -> None:
         """Faults are over: stop proposing, except for the probe."""

@@ -7,7 +7,12 @@ Each variant subclasses the real ``paxgos.core.Node`` (or its acceptor) and brea
 - ``accept-below-promise``: accepts under a ballot lower than the one it promised;
 - ``forget-promise``: restarts with its promise forgotten (its accepted values survive);
 - ``noop-fill-leader``: a leader that ignores the accepted values reported in phase 1 and
-  re-proposes nothing (new proposals and no-ops overwrite what may have been chosen).
+  re-proposes nothing (new proposals and no-ops overwrite what may have been chosen);
+- ``ballot-unpersisted``: a candidate that campaigns without persisting its own promise (a
+  restart may reuse the ballot);
+- ``no-step-down``: a leader that keeps taking proposals after losing its majority;
+- ``no-stickiness``: acceptors promise any higher ballot although a live leader is known, so a
+  node back from a partition deposes a healthy leader.
 
 Never use these outside tests and demonstrations: ``python -m paxgos.sim --faulty NAME``.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from paxgos.core import ZERO, Config, Node, Persist, Ready, StoredState
+from paxgos.core import ZERO, Ballot, Config, Node, Persist, Ready, StoredState
 from paxgos.core.acceptor import Acceptor
 from paxgos.core.messages import Accept, Accepted, Message
 
@@ -102,11 +107,35 @@ class NoopFillLeaderNode(Node):
         super()._become_leader(ready)
 
 
+class BallotUnpersistedNode(Node):
+    """Campaigns without persisting its own promise (the core before the seed-260 fix)."""
+
+    def _become_candidate(self, ready: Ready, ballot: Ballot) -> None:
+        promised, persisted = self.acceptor.promised, ready.persist.promised
+        super()._become_candidate(ready, ballot)
+        self.acceptor.promised, ready.persist.promised = promised, persisted
+
+
+class NoStepDownNode(Node):
+    """A leader that never notices it lost its majority."""
+
+    def _majority_lost(self) -> bool:
+        return False
+
+
+def no_stickiness(config: Config, stored: StoredState | None = None) -> Node:
+    """A node whose acceptor ignores the lease."""
+    return Node(replace(config, sticky=False), stored)
+
+
 VARIANTS: dict[str, NodeFactory] = {
     "reply-before-persist": ReplyBeforePersistNode,
     "accept-below-promise": AcceptBelowPromiseNode,
     "forget-promise": ForgetPromiseNode,
     "noop-fill-leader": NoopFillLeaderNode,
+    "ballot-unpersisted": BallotUnpersistedNode,
+    "no-step-down": NoStepDownNode,
+    "no-stickiness": no_stickiness,
 }
 
 

@@ -18,8 +18,12 @@ from ``store.load()``: only what was persisted survives.
 Phases: for ``options.steps`` events the nemesis crashes nodes and partitions the network while
 the network loses, duplicates and delays messages; then every fault heals and the cluster has
 ``options.heal_time`` simulated seconds to answer every pending proposal, commit a probe, and
-bring every node to the same commit index (liveness).  Safety is checked at every step
-(``paxgos.sim.checker``).
+bring every node to the same commit index under exactly one leader (liveness).  Then stability:
+one follower is cut off for 0.6-2 s and comes back, and the leader must keep its post throughout
+(a disruption is a violation: leader stickiness) while the cluster converges again.  Safety is
+checked at every step (``paxgos.sim.checker``), and so is the lease: a leader that cannot have
+heard from a majority for longer than its election timeout (plus two ticks, plus a crashed
+peer's last detour) must not take a proposal.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TextIO
 
-from paxgos.core import LEADER, Config, Node, Ready
+from paxgos.core import LEADER, Ballot, Config, Node, Ready
 from paxgos.core.messages import Accept, CatchupRequest, Learn, Message, Prepare
 from paxgos.core.ready import Committed
 from paxgos.core.release import Pipeline, Step
@@ -120,6 +124,7 @@ class Simulation:
         # Each node's writes and releases follow the host's own rules (paxgos.core.release);
         # a token is the peer a response goes to.
         self.pipelines = [Pipeline[int](self.defer_chosen) for _ in range(n)]
+        timers = random.Random(seed ^ 0x656C6563)  # the nodes' election timers
         self.configs = [
             Config(
                 i,
@@ -130,16 +135,25 @@ class Simulation:
                 catchup_batch=catchup_batch,
                 min_batch=min_batch,
                 linger=0.005,
+                seed=timers.randrange(2**32),
             )
             for i in range(n)
         ]
-        self.leader = self.configs[0].initial_leader
+        self.initial_leader = self.configs[0].initial_leader
+        # How long a leader cut off from a majority may still take proposals: its lease plus
+        # two ticks, plus the longest detour (0.6 s) of a reply a crashed peer sent before dying
+        # (a cut stops the messages in flight; a crash does not).
+        self.lease_bound = int((self.configs[0].election_timeout + 0.06) * 1e6)
+        self.last_crash = -(10**9)
+        self.cut_since: list[int | None] = [None] * n  # when node i lost its majority
         self.stores = [MemoryStore() for _ in range(n)]
         self.nodes: list[Node | None] = [None] * n
         self.incarnation = [0] * n
         self.flush_timers: set[int] = set()  # nodes with a FLUSH event pending
         self.requests: list[dict[int, int]] = [{} for _ in range(n)]  # request -> client
-        self.clients = Clients(opts.clients, rng, self.scheduler, self.checker, self.leader)
+        self.clients = Clients(
+            opts.clients, rng, self.scheduler, self.checker, self.initial_leader, n
+        )
         self.max_down = n - 1 if opts.max_down is None else opts.max_down
         self.down = 0
         self.last_node = 0  # the node that handled the latest event
@@ -188,12 +202,10 @@ class Simulation:
         for i in range(self.options.nodes):
             if self.nodes[i] is None:
                 self._restart(i)
+        self._update_cuts()
         self.clients.heal()
-        deadline = self.scheduler.now + int(self.options.heal_time * 1e6)
-        while not self._converged():
-            if self.scheduler.now > deadline:
-                raise Violation("liveness", self._stuck())
-            self._step_once()
+        self._run_until_converged()
+        self._stability_phase()
         for i in range(self.options.nodes):
             pending = self.pipelines[i].pending()
             if pending:  # writes a tick would make next (and a clean stop makes)
@@ -201,13 +213,78 @@ class Simulation:
         logs = {i: store.chosen for i, store in enumerate(self.stores)}
         self.checker.final_logs(logs)
 
+    def _run_until_converged(self) -> None:
+        deadline = self.scheduler.now + int(self.options.heal_time * 1e6)
+        while not self._converged():
+            if self.scheduler.now > deadline:
+                raise Violation("liveness", self._stuck())
+            self._step_once()
+
+    def _stability_phase(self) -> None:
+        """A follower is cut off for a while and comes back: the leader must stay the leader
+        (its followers' lease refuses the returning node), and the cluster converge again."""
+        rng = self.rng
+        n = self.options.nodes
+        leader = self._leader()
+        assert leader is not None  # converged
+        ballot = self.nodes[leader].ballot  # type: ignore[union-attr]
+        away = rng.choice([i for i in range(n) if i != leader])
+        self.network.groups = [int(i == away) for i in range(n)]
+        self._update_cuts()
+        self.trace.add((self.step, self.scheduler.now, "isolate", away, None, None))
+        back = self.scheduler.now + rng.randint(600_000, 2_000_000)
+        while self.scheduler.now < back:
+            self._step_once()
+            self._check_stable(leader, ballot)
+        self.network.groups = None
+        self._update_cuts()
+        self.trace.add((self.step, self.scheduler.now, "rejoin", away, None, None))
+        settle = self.scheduler.now + 1_500_000
+        deadline = self.scheduler.now + int(self.options.heal_time * 1e6)
+        while self.scheduler.now < settle or not self._converged():
+            if self.scheduler.now > deadline:
+                raise Violation("liveness", self._stuck())
+            self._step_once()
+            self._check_stable(leader, ballot)
+
+    def _check_stable(self, leader: int, ballot: Ballot) -> None:
+        node = self.nodes[leader]
+        if node is None or node.role != LEADER or node.ballot != ballot:
+            raise Violation(
+                "disruption",
+                f"leader {leader} (ballot {ballot}) lost its post while a majority stood by it: "
+                f"now {'down' if node is None else (node.role, node.ballot)}; "
+                f"promised: {[None if m is None else str(m.promised) for m in self.nodes]}",
+            )
+
+    def _leader(self) -> int | None:
+        """The one live leader, or None when there is none or more than one."""
+        found = [i for i, node in enumerate(self.nodes) if node is not None and node.role == LEADER]
+        return found[0] if len(found) == 1 else None
+
     def _converged(self) -> bool:
         if not self.clients.probe_done or any(self.requests):
             return False
-        leader = self.nodes[self.leader]
-        if leader is None or leader.role != LEADER or leader.rounds or leader.queue:
+        i = self._leader()
+        leader = None if i is None else self.nodes[i]
+        if leader is None or leader.rounds or leader.queue:
             return False
         return all(node is not None and node.commit == leader.commit for node in self.nodes)
+
+    def _update_cuts(self) -> None:
+        """Note which nodes cannot reach a majority (themselves included) from now on."""
+        n = self.options.nodes
+        majority = n // 2 + 1
+        now = self.scheduler.now
+        for i in range(n):
+            reach = sum(
+                1 for j in range(n) if self.nodes[j] is not None and self.network.reachable(i, j)
+            )
+            if self.nodes[i] is not None and reach < majority:
+                if self.cut_since[i] is None:
+                    self.cut_since[i] = now
+            else:
+                self.cut_since[i] = None
 
     def _stuck(self) -> str:
         parts = [
@@ -252,6 +329,7 @@ class Simulation:
         elif kind == HEAL_PARTITION:
             if self.partitions == a and self.network.groups is not None:
                 self.network.groups = None
+                self._update_cuts()
                 self.trace.add((self.step, self.scheduler.now, "rejoin", None, None, None))
 
     def _deliver(self, dst: int, src: int, msg: Message) -> None:
@@ -300,7 +378,10 @@ class Simulation:
         pending = self.requests[i]
         for request, value in batch:
             pending[request] = cid
-            self._apply(i, node.propose(request, value), i)
+            ready = node.propose(request, value)
+            if node.role == LEADER and not ready.outcomes:
+                self._check_lease(i)
+            self._apply(i, ready, i)
         self._flush(i)
 
     # --- the host contract --------------------------------------------------------------------
@@ -341,7 +422,7 @@ class Simulation:
         if reply_to is not None and ready.response is not None:
             self._send(i, reply_to, ready.response)
         for to, msg in ready.messages:
-            if type(msg) is Prepare:
+            if type(msg) is Prepare and not msg.probe:  # a probe uses no ballot
                 self.checker.prepared(i, self.incarnation[i], msg.ballot)
             self._send(i, to, msg)
         for outcome in ready.outcomes:
@@ -350,6 +431,18 @@ class Simulation:
             if type(outcome) is Committed:
                 self.checker.committed(i, outcome.request, outcome.slot, outcome.value)
             self.clients.answered(outcome)
+
+    def _check_lease(self, i: int) -> None:
+        """Node ``i`` took a proposal as leader: it must have heard from a majority lately."""
+        since = self.cut_since[i]
+        now = self.scheduler.now
+        bound = self.lease_bound + (600_000 if now - self.last_crash < 600_000 else 0)
+        if since is not None and now - since > bound:
+            raise Violation(
+                "leader-without-majority",
+                f"node {i} took a proposal as leader {(self.scheduler.now - since) / 1e6:.3f}s "
+                f"after it lost every way to a majority (bound {bound / 1e6}s)",
+            )
 
     def _send(self, src: int, dst: int, msg: Message) -> None:
         if not self.network.send(src, dst, msg):
@@ -364,7 +457,7 @@ class Simulation:
         self.incarnation[i] += 1
         self.trace.add((self.step, self.scheduler.now, "start", i, None, None))
         self._apply(i, node.tick(self.scheduler.now / 1e6), i)
-        if i == self.leader:
+        if i == self.initial_leader:  # as the real host does at boot
             self._apply(i, node.campaign(), i)
         self.flush_timers.discard(i)
         self._flush(i)
@@ -373,6 +466,7 @@ class Simulation:
     def _restart(self, i: int) -> None:
         self.down -= 1
         self._start(i)
+        self._update_cuts()
 
     def _crash_some(self) -> None:
         if self.down >= self.max_down:
@@ -388,6 +482,8 @@ class Simulation:
         self.incarnation[i] += 1
         self.down += 1
         self.crashes += 1
+        self.last_crash = self.scheduler.now
+        self._update_cuts()
         self.trace.add((self.step, self.scheduler.now, "crash", i, None, None))
         # Client connections to the dead process break: those requests' fate is unknown.
         by_client: dict[int, list[int]] = {}
@@ -414,6 +510,7 @@ class Simulation:
             return
         self.partitions += 1
         self.network.groups = groups
+        self._update_cuts()
         self.trace.add((self.step, self.scheduler.now, "partition", None, None, groups))
         self.scheduler.after(rng.randint(50_000, 1_500_000), HEAL_PARTITION, self.partitions)
 
@@ -435,7 +532,7 @@ class Simulation:
         return "\n".join(lines)
 
     def _result(self, invariant: str | None, report: str) -> RunResult:
-        log = self.stores[self.leader].chosen
+        log = self.stores[self.initial_leader].chosen
         digest = hashlib.sha256(repr((log, self.step, self.scheduler.now)).encode()).hexdigest()
         return RunResult(
             seed=self.seed,
