@@ -206,20 +206,26 @@ def cpu_per_phase(
 
 
 def cpu_series(
-    samples: list[tuple[float, dict[str, float]]], t0: float, n: int
+    samples: list[tuple[float, dict[str, float]]],
+    t0: float,
+    n: int,
+    leaders: list[int | None] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-second cores used from ``t0`` on (``n`` seconds): the leader, Locust, every process of
-    the run, and the whole machine, from the rates between consecutive samples."""
+    """Per-second cores used from ``t0`` on (``n`` seconds): the leader (``leaders[k]`` names
+    the node that led at sample ``k``), Locust, every process of the run, and the whole
+    machine, from the rates between consecutive samples."""
     keys = ("cpu_leader", "cpu_locust", "cpu_run", "cpu_machine")
     out: dict[str, list[float]] = {k: [math.nan] * n for k in keys}
-    for (ta, a), (tb, b) in zip(samples, samples[1:], strict=False):
+    for k, ((ta, a), (tb, b)) in enumerate(zip(samples, samples[1:], strict=False)):
         span = tb - ta
         if span <= 0:
             continue
         rate = {k: (b[k] - a[k]) / span for k in b if k in a}
         run = [v for k, v in rate.items() if k.startswith(("node", "locust"))]
         values = {
-            "cpu_leader": rate.get("node 0 (leader)", math.nan),
+            "cpu_leader": rate.get(f"node {leader}", math.nan)
+            if (leader := leaders[k] if leaders and k < len(leaders) else None) is not None
+            else math.nan,
             "cpu_locust": sum(v for k, v in rate.items() if k.startswith("locust")),
             "cpu_run": sum(run),
             "cpu_machine": rate.get(MACHINE, math.nan),
@@ -227,4 +233,29 @@ def cpu_series(
         for i in range(max(0, int(ta - t0)), min(n, math.ceil(tb - t0))):
             for k in keys:
                 out[k][i] = values[k]
+    return out
+
+
+@dataclass
+class Failover:
+    """One leader kill: when it happened, and the first commit of a proposal sent after it."""
+
+    t: float
+    node: int
+    first_commit: float | None  # None: nothing committed after it in the run
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.first_commit is None else self.first_commit - self.t
+
+
+def failovers(ops: Sequence[Op], kills: Sequence[tuple[float, int]]) -> list[Failover]:
+    """The unavailability window of each leader kill ``(time, node)``: from the kill to the
+    answer of the first ``ok`` proposal sent after it (that one was chosen under the new
+    leader)."""
+    done = sorted((op.start, op.end) for op in ops if op.outcome == OK)
+    out = []
+    for t, node in kills:
+        after = [end for start, end in done if start >= t]
+        out.append(Failover(t, node, min(after) if after else None))
     return out

@@ -6,8 +6,9 @@ seconds (the rotating slowed minority). Actions act through :class:`Faults`, whi
 nodes, draws every random choice from one seeded ``random.Random`` (the same seed picks the same
 nodes) and writes down every fault it injects or heals (``events``) for the report.
 
-Node 0 is the fixed leader (leader failover is a later issue), so faults only ever touch
-followers; a "leader killed" phase will be one more :class:`Phase` built on :meth:`Faults.kill`.
+Any node may lead, so the slowed and stopped minorities are drawn from every node, the leader
+included, and the "leader killed" phase ``kill -9``s whichever node leads when it begins and
+restarts it on its data when it ends.
 """
 
 from __future__ import annotations
@@ -54,19 +55,25 @@ class FaultEvent:
 
 @dataclass
 class Faults:
-    """Fault actions on the followers of ``nodes``; every choice comes from ``rng``."""
+    """Fault actions on ``nodes`` (any of them, the leader included); every choice comes from
+    ``rng``."""
 
     nodes: LocalNodes
     rng: random.Random
     slow_ms: int = 2000
-    leader: int = 0
     events: list[FaultEvent] = field(default_factory=list)
     slowed: set[int] = field(default_factory=set)
     paused: set[int] = field(default_factory=set)
+    killed: set[int] = field(default_factory=set)
 
     @property
-    def followers(self) -> list[int]:
-        return [i for i in range(self.nodes.count) if i != self.leader]
+    def members(self) -> list[int]:
+        return list(range(self.nodes.count))
+
+    def leader(self) -> int:
+        """The node that leads now (every live node agrees on it)."""
+        live = [i for i in self.members if i not in self.killed and i not in self.paused]
+        return self.nodes.wait_leader(timeout=10.0, nodes=live)
 
     def _note(self, action: str, nodes: list[int], detail: str = "") -> None:
         self.events.append(FaultEvent(time.time(), action, sorted(nodes), detail))
@@ -96,12 +103,13 @@ class Faults:
         self._note("heal", ids)
 
     def slow_random_minority(self, most: int = 2) -> None:
-        """Heal the current slowed set, then slow 1..``most`` followers picked at random (a set
-        different from the one just healed, when there is another)."""
+        """Heal the current slowed set, then slow 1..``most`` nodes picked at random, the leader
+        among the candidates (a set different from the one just healed, when there is
+        another)."""
         previous = set(self.slowed)
         most = max(1, min(most, (self.nodes.count - 1) // 2))
         for _ in range(20):
-            ids = sorted(self.rng.sample(self.followers, self.rng.randint(1, most)))
+            ids = sorted(self.rng.sample(self.members, self.rng.randint(1, most)))
             if set(ids) != previous:
                 break
         self.heal_slowed()
@@ -109,10 +117,11 @@ class Faults:
 
     # --- stop ---------------------------------------------------------------------------------
 
-    def pause_random_followers(self, count: int = 2) -> None:
-        """SIGSTOP ``count`` followers picked at random (kept below a majority)."""
+    def pause_random_minority(self, count: int = 2) -> None:
+        """SIGSTOP ``count`` nodes picked at random, the leader among the candidates (kept
+        below a majority)."""
         count = max(1, min(count, (self.nodes.count - 1) // 2))
-        ids = sorted(self.rng.sample(self.followers, count))
+        ids = sorted(self.rng.sample(self.members, count))
         for i in ids:
             self.nodes.pause(i)
         self.paused |= set(ids)
@@ -127,15 +136,28 @@ class Faults:
         self.paused.clear()
         self._note("resume", ids, "SIGCONT")
 
-    def kill(self, i: int) -> None:
-        """``kill -9`` node ``i`` (for a future "leader killed" phase)."""
+    def kill_leader(self) -> None:
+        """``kill -9`` the node that leads now."""
+        i = self.leader()
         self.nodes.kill(i)
-        self._note("kill", [i], "SIGKILL")
+        self.killed.add(i)
+        self._note("kill", [i], "SIGKILL (the leader)")
+
+    def restart_killed(self) -> None:
+        """Restart every killed node on its own data (it rejoins as a follower)."""
+        if not self.killed:
+            return
+        ids = sorted(self.killed)
+        for i in ids:
+            self.nodes.start(i)
+        self.killed.clear()
+        self._note("restart", ids)
 
     def heal_all(self) -> None:
         """Undo every fault still in place (safe to call more than once)."""
         self.resume_paused()
         self.heal_slowed()
+        self.restart_killed()
 
 
 def default_phases(
@@ -143,19 +165,21 @@ def default_phases(
     slowed: float,
     stopped: float,
     healed: float,
+    killed: float = 0.0,
     rotate_every: float = 5.0,
     most_slowed: int = 2,
     stop_count: int = 2,
     slow_ms: int = 2000,
 ) -> list[Phase]:
-    """healthy; a random minority of followers slowed (re-drawn every ``rotate_every`` s);
-    a minority of followers SIGSTOPped; healed. A phase of duration 0 is left out."""
+    """healthy; a random minority slowed (re-drawn every ``rotate_every`` s); a random
+    minority SIGSTOPped; healed; the leader killed (restarted at the phase's end).  The leader
+    may be among every minority.  A phase of duration 0 is left out."""
     phases = [
         Phase("healthy", healthy, "all nodes up, no injected fault"),
         Phase(
             "slowed",
             slowed,
-            f"1 to {most_slowed} random followers answer {slow_ms} ms late "
+            f"1 to {most_slowed} random nodes (the leader may be one) answer {slow_ms} ms late "
             f"(POST /fault/slow), a new set every {rotate_every:g} s",
             start=lambda f: f.slow_random_minority(most_slowed),
             tick=lambda f: f.slow_random_minority(most_slowed),
@@ -166,11 +190,20 @@ def default_phases(
         Phase(
             "stopped",
             stopped,
-            f"{stop_count} random followers SIGSTOPped (LocalNodes.pause)",
-            start=lambda f: f.pause_random_followers(stop_count),
+            f"{stop_count} random nodes (the leader may be one) SIGSTOPped (LocalNodes.pause)",
+            start=lambda f: f.pause_random_minority(stop_count),
             stop=Faults.resume_paused,
             fault=True,
         ),
         Phase("healed", healed, "every fault removed; stopped nodes catch up"),
+        Phase(
+            "leader killed",
+            killed,
+            "the leader kill -9ed at the start (another node takes over), restarted on its data "
+            "at the end (it rejoins as a follower)",
+            start=Faults.kill_leader,
+            stop=Faults.restart_killed,
+            fault=True,
+        ),
     ]
     return [p for p in phases if p.duration > 0]

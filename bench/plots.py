@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from bench.metrics import PERCENTILES, PhaseStats, Window  # noqa: E402
+from bench.metrics import PERCENTILES, Failover, PhaseStats, Window  # noqa: E402
 from bench.phases import FaultEvent  # noqa: E402
 
 SHADES = ["#f6c85f", "#e8747c", "#9dd866", "#8dd3c7", "#bebada"]
@@ -48,6 +48,7 @@ def throughput_plot(
     events: Sequence[FaultEvent],
     t0: float,
     cpu_count: int = 2,
+    failovers: Sequence[Failover] = (),
 ) -> None:
     """Commits/s (and errors/s) over time above p50/p99 latency and CPU use per second."""
     fig, (top, bottom, cpu) = plt.subplots(
@@ -66,6 +67,14 @@ def throughput_plot(
             top.annotate(
                 ",".join(map(str, e.nodes)), (e.t - t0, 0), xytext=(2, 4),
                 textcoords="offset points", fontsize=7, color="#555",
+            )  # fmt: skip
+    for f in failovers:  # each leader kill's unavailability window, kill to first commit
+        if f.first_commit is not None:
+            top.axvspan(f.t - t0, f.first_commit - t0, color="#d62728", alpha=0.35, lw=0)
+            top.annotate(
+                f"failover {f.seconds * 1000:.0f} ms", (f.first_commit - t0, 0.9),
+                xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
+                fontsize=7, color="#d62728",
             )  # fmt: skip
     # Name the non-fault phases too, just under the top edge.
     for w in windows:
@@ -87,7 +96,7 @@ def throughput_plot(
     if "cpu_machine" in series:
         cpu.plot(t, series["cpu_machine"], color="#7f7f7f", lw=1.2, label="whole machine")
         cpu.plot(t, series["cpu_run"], color="#1f77b4", lw=1.0, label="this run (nodes + Locust)")
-        cpu.plot(t, series["cpu_leader"], color="#9467bd", lw=1.0, label="leader (node 0)")
+        cpu.plot(t, series["cpu_leader"], color="#9467bd", lw=1.0, label="the leader")
         cpu.plot(t, series["cpu_locust"], color="#8c564b", lw=1.0, label="Locust")
         cpu.axhline(cpu_count, color="black", lw=0.6, ls="--")
         cpu.set_ylim(0, cpu_count * 1.1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import MACHINE, PhaseStats, Window
+from bench.metrics import MACHINE, Failover, PhaseStats, Window
 from bench.phases import FaultEvent
 from paxgos.check import Op
 
@@ -75,6 +75,7 @@ class RunResult:
     check_ok: bool
     check_summary: str
     notes: list[str] = field(default_factory=list)
+    failovers: list[Failover] = field(default_factory=list)
 
 
 def ms(x: float) -> str:
@@ -114,6 +115,16 @@ def reading(result: RunResult, cpu_count: int) -> list[str]:
             f"The phases were played {base.windows} times in turn; each phase's figures pool "
             "its windows, so a drift of the host's speed during the run weighs on every phase "
             "alike."
+        )
+    for f in result.failovers:
+        out.append(
+            f"Leader node {f.node} killed at {f.t - result.t0:.1f} s: "
+            + (
+                f"the first proposal sent after it committed {f.seconds * 1000:.0f} ms later "
+                "(the failover's unavailability window)."
+                if f.seconds is not None
+                else "nothing committed after it."
+            )
         )
     for s in result.stats:
         if s is base or base.commits_per_s <= 0:
@@ -428,6 +439,7 @@ def write_raw(
         "phases": [s.to_dict() for s in result.stats],
         "windows": [vars(w) for w in result.windows],
         "events": [vars(e) for e in result.events],
+        "failovers": [vars(f) for f in result.failovers],
         "notes": result.notes,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str), "utf-8")

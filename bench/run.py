@@ -36,11 +36,13 @@ from bench import plots, report
 from bench.common import HostProbe, cpu_seconds
 from bench.metrics import (
     MACHINE,
+    Failover,
     PhaseStats,
     Window,
     by_phase,
     cpu_per_phase,
     cpu_series,
+    failovers,
     in_any,
     per_second,
     phase_latencies,
@@ -73,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--slowed", type=float, help="seconds of each slowed-minority window (default 10)")
     add("--stopped", type=float, help="seconds of each stopped-minority window (default 10)")
     add("--healed", type=float, help="seconds of each healed window (default 7)")
+    add("--killed", type=float, help="seconds of each leader-killed window (default 8)")
     add(
         "--cycles", type=int,
         help="times the phases are played in turn, each phase's figures pooled over its "
@@ -95,8 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     args = parser.parse_args(argv)
     quick = {"users": 16, "warmup": 2, "healthy": 6, "slowed": 8, "stopped": 6, "healed": 4}
+    quick.update(killed=5)
     quick.update(rotate_every=3, cycles=1)
     full = {"users": 64, "warmup": 5, "healthy": 10, "slowed": 10, "stopped": 10, "healed": 7}
+    full.update(killed=8)
     full.update(rotate_every=5, cycles=3)
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
@@ -158,6 +163,7 @@ class Sampler:
         self.nodes = nodes
         self.locust_pid = locust_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.leaders: list[int | None] = []  # the node leading at each sample
         self.probe = HostProbe()
         self.reference: list[tuple[float, float]] = []  # (time, host probe CPU ms)
 
@@ -165,13 +171,16 @@ class Sampler:
         now = time.time()
         self.reference.append((now, self.probe()))
         values: dict[str, float] = {}
+        leader = None
         for i, proc in enumerate(self.nodes.procs):
             if proc is not None:
-                name = f"node {i}" + (" (leader)" if i == 0 else "")
                 try:
-                    values[name] = cpu_seconds(proc.pid)
+                    values[f"node {i}"] = cpu_seconds(proc.pid)
                 except (OSError, IndexError):
                     pass
+                if leader is None:
+                    leader = self.leader_named_by(i)
+        self.leaders.append(leader)
         pids = [("locust", self.locust_pid)]
         pids += [(f"locust worker {k + 1}", p) for k, p in enumerate(children(self.locust_pid))]
         for name, pid in pids:
@@ -182,9 +191,17 @@ class Sampler:
         values[MACHINE] = machine_cpu_seconds()
         self.samples.append((now, values))
 
+    def leader_named_by(self, i: int) -> int | None:
+        try:
+            leader = self.nodes.status(i, timeout=0.3)["leader"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return leader if isinstance(leader, int) else None
+
 
 class Progress:
-    """One status line in the terminal: phase, elapsed, commits/s (from the leader's index)."""
+    """One status line in the terminal: phase, elapsed, commits/s (from the commit index of the
+    first node that answers)."""
 
     def __init__(self, nodes: LocalNodes, total: float):
         self.nodes = nodes
@@ -199,9 +216,16 @@ class Progress:
         now = time.monotonic()
         if self.last is not None and now - self.last[0] < 1.0:
             return
-        try:
-            commit = int(self.nodes.status(0, timeout=1.0)["commit_index"])
-        except (OSError, ValueError, KeyError):
+        commit = None
+        for i, proc in enumerate(self.nodes.procs):
+            if proc is None:
+                continue
+            try:
+                commit = int(self.nodes.status(i, timeout=0.5)["commit_index"])
+                break
+            except (OSError, ValueError, KeyError):
+                continue
+        if commit is None:
             return
         if self.last is not None:
             self.rate = (commit - self.last[1]) / (now - self.last[0])
@@ -225,14 +249,23 @@ class Progress:
             sys.stderr.write("\n")
 
 
+#: Seconds a Locust user waits for an answer before it gives up and asks the next node: a
+#: SIGSTOPped node (the leader, say) never answers, and the users that were talking to it must
+#: move on to the side that commits, as a real client with a deadline would.
+CLIENT_TIMEOUT = 2.0
+
+
 def start_locust(
-    args: argparse.Namespace, host: str, ops: Path, raw: Path, total: float
+    args: argparse.Namespace, urls: list[str], ops: Path, raw: Path, total: float
 ) -> subprocess.Popen[bytes]:
-    """Locust headless against ``host`` for at most ``total`` seconds, recording to ``ops``."""
+    """Locust headless against the nodes at ``urls`` (users spread over them, following
+    redirects to the leader and moving on from a dead node) for at most ``total`` seconds,
+    recording to ``ops``."""
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{math.ceil(total)}s",
-        "--stop-timeout", "15", "--host", host, "--record-ops", str(ops),
+        "--stop-timeout", "15", "--host", urls[0], "--cluster", ",".join(urls),
+        "--record-ops", str(ops), "--request-timeout", str(CLIENT_TIMEOUT),
         "--csv", str(raw / "locust"), "--only-summary", "--loglevel", "WARNING",
     ]  # fmt: skip
     if args.locust_processes:
@@ -306,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = out / "raw"
     raw.mkdir(exist_ok=True)
     cycle = default_phases(
-        args.healthy, args.slowed, args.stopped, args.healed, args.rotate_every,
+        args.healthy, args.slowed, args.stopped, args.healed, args.killed, args.rotate_every,
         args.most_slowed, args.stop_count, args.slow_ms,
     )  # fmt: skip
     phases = cycle * args.cycles
@@ -326,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         with LocalNodes(args.nodes, Path(tmp) / "cluster", node_args) as nodes:
             nodes.start()
             faults = Faults(nodes, random.Random(args.seed), slow_ms=args.slow_ms)
-            locust = start_locust(args, nodes.urls[0], ops_path, raw, total + 30)
+            locust = start_locust(args, nodes.urls, ops_path, raw, total + 30)
             try:
                 sampler = Sampler(nodes, locust.pid)
                 progress = Progress(nodes, total - args.warmup)
@@ -356,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = windows[0].start
     series = per_second(ops, t0, windows[-1].end)
-    series.update(cpu_series(sampler.samples, t0, len(series["t"])))
+    series.update(cpu_series(sampler.samples, t0, len(series["t"]), sampler.leaders))
     phase_windows = list(by_phase(windows).values())
     cpus = cpu_per_phase(sampler.samples, phase_windows)
     stats = [phase_stats(ops, ws, cpu) for ws, cpu in zip(phase_windows, cpus, strict=True)]
@@ -369,17 +402,19 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
         "cluster": f"{args.nodes} node processes on 127.0.0.1, storage {args.storage}"
         + (f", node args {args.node_args}" if args.node_args else ""),
-        "leader": "node 0, fixed (leader failover does not exist yet): faults hit followers only",
+        "leader": "node 0 at start; any node may lead, and every fault's victims are drawn "
+        "from all nodes, the leader included",
         "load": f"Locust {args.users} FastHttpUser users, closed loop (no think time), "
         f"spawn rate {args.spawn_rate:g}/s, "
         + (f"--processes {args.locust_processes}" if args.locust_processes else "one process")
-        + ", against the leader",
+        + ", spread over every node (redirects to the leader followed)",
         "phases": (f"{args.cycles} cycles of " if args.cycles > 1 else "")
         + ", ".join(f"{p.name} {p.duration:g} s" for p in cycle)
         + f" (after {args.warmup:g} s warm-up)"
         + ("; each phase's figures pool its windows" if args.cycles > 1 else ""),
-        "faults": f"slowed: {args.slow_ms} ms delay on 1..{args.most_slowed} followers, new set "
-        f"every {args.rotate_every:g} s; stopped: {args.stop_count} followers SIGSTOPped",
+        "faults": f"slowed: {args.slow_ms} ms delay on 1..{args.most_slowed} nodes, new set "
+        f"every {args.rotate_every:g} s; stopped: {args.stop_count} nodes SIGSTOPped; "
+        "leader killed: kill -9 of the leader, restarted at the phase's end",
         "seed": str(args.seed),
         "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
         "paxgos": f"{paxgos.__version__}, git {git_revision()}",
@@ -398,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         check_ok=result.ok,
         check_summary=result.summary(20),
         notes=list(args.note),
+        failovers=failovers(ops, [(e.t, e.nodes[0]) for e in faults.events if e.action == "kill"]),
     )
     write_report(out, run, ops, not args.no_history)
     print_summary(run, out)
@@ -406,7 +442,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_report(out: Path, run: report.RunResult, ops: list[Op], full_history: bool) -> None:
     plots.throughput_plot(
-        out / "throughput.png", run.series, run.windows, run.events, run.t0, os.cpu_count() or 1
+        out / "throughput.png",
+        run.series,
+        run.windows,
+        run.events,
+        run.t0,
+        os.cpu_count() or 1,
+        run.failovers,
     )
     plots.percentiles_plot(out / "latency_percentiles.png", run.stats)
     plots.cdf_plot(
@@ -453,6 +495,7 @@ def render(out: Path, notes: list[str]) -> int:
         check_ok=bool(summary["check"]["ok"]),
         check_summary=summary["check"]["summary"],
         notes=list(summary.get("notes", [])) + notes,
+        failovers=[Failover(**f) for f in summary.get("failovers", [])],
     )
     write_report(out, run, ops, full_history=False)
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")

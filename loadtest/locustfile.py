@@ -10,9 +10,11 @@ Each user (a ``FastHttpUser``, closed loop: it proposes, waits for the answer, p
 sends random signed 64-bit integers to ``GET /propose/<v>``. A ``200`` counts as a success only
 if its body is ``CommandID: <n>, Value <v>`` with the value sent; any other answer (a 504, a 503,
 a connection error, a 200 with a wrong body) is a failure in Locust's statistics. Redirects (a
-follower's 307 to the leader) are followed. Optional tasks read a page of the log (``GET /``) or
-``GET /status``; their weights, like the rest of this file's options, come from the command line
-or the environment, and show in the web UI's form:
+follower's 307 to the leader) are followed; a 503 is retried after its ``Retry-After``; with
+``--cluster`` naming every node, a user whose node does not answer (or knows no leader) moves
+to the next one, so a killed leader costs the users only the failover.  Optional tasks read a
+page of the log (``GET /``) or ``GET /status``; their weights, like the rest of this file's
+options, come from the command line or the environment, and show in the web UI's form:
 
 | option | environment | default | meaning |
 |---|---|---|---|
@@ -21,6 +23,7 @@ or the environment, and show in the web UI's form:
 | ``--status-weight`` | ``PAXGOS_STATUS_WEIGHT`` | 0 | weight of ``GET /status`` |
 | ``--record-ops PATH`` | ``PAXGOS_RECORD_OPS`` | off | write every proposal to PATH |
 | ``--request-timeout S`` | ``PAXGOS_REQUEST_TIMEOUT`` | 30 | client-side timeout (seconds) |
+| ``--cluster URLS`` | ``PAXGOS_CLUSTER`` | ``--host`` | every node's base URL, comma-separated |
 
 ``--record-ops PATH`` writes one JSON line per proposal in the history checker's ops format
 (``paxgos.check.record``: client, value, start, end, outcome, slot; outcome by
@@ -83,6 +86,11 @@ def _add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--request-timeout", type=float, default=30.0, env_var="PAXGOS_REQUEST_TIMEOUT",
         help="client-side timeout of one request, in seconds",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cluster", default="", env_var="PAXGOS_CLUSTER",
+        help="every node's base URL, comma-separated: a user whose node is down or knows no "
+        "leader moves to the next (default: --host only)",
     )  # fmt: skip
 
 
@@ -197,6 +205,14 @@ def _apply_timeout(environment: Environment, **_: Any) -> None:
         Proposer.network_timeout = float(timeout)
 
 
+def _retry_after(header: str | None, most: float = 1.0) -> float:
+    """Seconds to wait before retrying a 503 (its ``Retry-After``, at most ``most``)."""
+    try:
+        return min(most, max(0.0, float(header))) if header else 0.05
+    except ValueError:
+        return 0.05
+
+
 class Proposer(FastHttpUser):
     """One closed-loop client: propose (or read), check the answer, repeat."""
 
@@ -227,6 +243,18 @@ class Proposer(FastHttpUser):
         self.actions = [self.propose, self.read_history, self.read_status]
         self.weights = weights
         self.recorder = recorder_for(self.environment)
+        cluster = getattr(options, "cluster", "") or ""
+        self.nodes = [u.strip().rstrip("/") for u in cluster.split(",") if u.strip()]
+        # Users spread over the nodes; a follower redirects them to the leader.
+        self.node = next(_user_ids) % len(self.nodes) if self.nodes else 0
+
+    def _url(self, path: str) -> str:
+        """``path`` on this user's current node (``--host`` without ``--cluster``)."""
+        return self.nodes[self.node] + path if self.nodes else path
+
+    def _next_node(self) -> None:
+        if self.nodes:
+            self.node = (self.node + 1) % len(self.nodes)
 
     @task
     def act(self) -> None:
@@ -244,7 +272,7 @@ class Proposer(FastHttpUser):
         if recorder is not None:
             recorder.begin(self.client_id, value, start)
         with self.client.get(
-            f"/propose/{value}", name="/propose/[value]", catch_response=True
+            self._url(f"/propose/{value}"), name="/propose/[value]", catch_response=True
         ) as response:
             end = time.time()
             status = response.status_code or 0
@@ -253,21 +281,26 @@ class Proposer(FastHttpUser):
             if outcome == "ok":
                 response.success()
             else:
+                self._backoff = 0.05
                 if status == 0:
                     error = response.error
                     if isinstance(error, ConnectionRefusedError):
                         outcome = FAIL  # nothing was sent
                     response.failure(f"no answer: {error!r}")
+                    self._next_node()
                 elif status == 200:
                     response.failure(f"200 with an unexpected body: {body[:80]!r}")
                 else:
                     response.failure(f"{status} {body.strip()[:120]}")
-                self._backoff = 0.05
+                    if status == 503:
+                        self._backoff = _retry_after(response.headers.get("Retry-After"))
+                        if "no leader" in body:
+                            self._next_node()
             if recorder is not None:
                 recorder.end(self.client_id, value, end, outcome, slot)
 
     def read_history(self) -> None:
-        with self.client.get("/?limit=100", name="/", catch_response=True) as response:
+        with self.client.get(self._url("/?limit=100"), name="/", catch_response=True) as response:
             if response.status_code == 200 and (response.text or "").startswith("History:"):
                 response.success()
             else:
@@ -275,7 +308,7 @@ class Proposer(FastHttpUser):
                 self._backoff = 0.05
 
     def read_status(self) -> None:
-        with self.client.get("/status", name="/status", catch_response=True) as response:
+        with self.client.get(self._url("/status"), name="/status", catch_response=True) as response:
             if response.status_code == 200 and '"commit_index"' in (response.text or ""):
                 response.success()
             else:

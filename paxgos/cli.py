@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from paxgos.net.faults import FaultFlags
+from paxgos.net.host import TICK_INTERVAL
 from paxgos.net.server import NodeOptions, StartupError, serve
 
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ms|s)?")
@@ -47,6 +48,22 @@ def positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+#: The shortest election timeout that can work: heartbeats go every fifth of it, and the host
+#: ticks every TICK_INTERVAL, so a heartbeat must be at least one tick.
+MIN_ELECTION_TICKS = 5
+
+
+def election_timeout(text: str) -> float:
+    value = duration(text)
+    low = MIN_ELECTION_TICKS * TICK_INTERVAL
+    if value < low:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is below {seconds(low)}: heartbeats go every fifth of the election "
+            f"timeout and the node ticks every {seconds(TICK_INTERVAL)}"
+        )
     return value
 
 
@@ -120,6 +137,17 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help=f"per-request timeout of messages to peers (default {seconds(NODE.peer_timeout)})",
     )
     parser.add_argument(
+        "--election-timeout",
+        type=election_timeout,
+        default=NODE.election_timeout,
+        metavar="D",
+        help="a follower that hears no leader for a random 1-2x this starts an election; an "
+        "acceptor that heard one within it refuses other candidates; a leader that hears no "
+        "majority within it steps down; heartbeats go every fifth of it "
+        f"(default {seconds(NODE.election_timeout)}; at least "
+        f"{seconds(MIN_ELECTION_TICKS * TICK_INTERVAL)})",
+    )
+    parser.add_argument(
         "--window",
         type=positive,
         default=NODE.window,
@@ -177,6 +205,7 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         pipeline_batch=args.pipeline_batch,
         min_batch=args.min_batch,
         linger=args.linger,
+        election_timeout=args.election_timeout,
     )
 
 
@@ -205,6 +234,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         str(args.min_batch),
         "--linger",
         f"{args.linger}s",
+        "--election-timeout",
+        f"{args.election_timeout}s",
         "--log-level",
         args.log_level,
     ]

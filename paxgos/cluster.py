@@ -15,6 +15,7 @@ SIGSTOPped node can hear the SIGTERM.  A node that does not come up at start sto
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -83,7 +84,8 @@ def pump(node_id: int, stream: Iterable[str]) -> None:
 
 
 def wait_ready(urls: list[str], procs: list[subprocess.Popen[str]], timeout: float) -> bool:
-    """Whether every node answers /status within ``timeout`` seconds."""
+    """Whether every node answers /status and names a leader within ``timeout`` seconds (so
+    that the first proposal a user sends after "nodes up" commits)."""
     deadline = time.monotonic() + timeout
     pending = set(range(len(urls)))
     while pending and time.monotonic() < deadline:
@@ -91,9 +93,10 @@ def wait_ready(urls: list[str], procs: list[subprocess.Popen[str]], timeout: flo
             if procs[i].poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(urls[i] + "/status", timeout=0.5):
-                    pending.discard(i)
-            except OSError:
+                with urllib.request.urlopen(urls[i] + "/status", timeout=0.5) as response:
+                    if json.load(response).get("leader") is not None:
+                        pending.discard(i)
+            except (OSError, ValueError):
                 pass
         time.sleep(0.05)
     return not pending

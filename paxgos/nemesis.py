@@ -81,9 +81,13 @@ def run_nemesis(
     """One experiment on a fresh 5-node cluster; returns the checker's verdict (files saved in
     ``workdir`` either way)."""
     rng = random.Random(seed)
+    rng_clients = random.Random(seed + 1)
     with LocalNodes(5, workdir, ["--request-timeout", "2s"]) as nodes:
         nodes.start()
-        load = LoadClients(lambda: nodes.urls[0], History(), threads=clients, timeout=5.0).start()
+        # Clients ask any node and follow its redirect: the leader is a victim like the rest.
+        load = LoadClients(
+            lambda: rng_clients.choice(nodes.urls), History(), clients, timeout=5.0, follow=True
+        ).start()
         nemesis = Nemesis(nodes, rng)
         try:
             deadline = time.monotonic() + duration

@@ -64,7 +64,8 @@ class LocalNodes:
         return self.workdir / f"node-{i}.log"
 
     def start(self, i: int | None = None, wait: float = 15.0) -> LocalNodes:
-        """Start node ``i`` (or all), then wait until it answers /status."""
+        """Start node ``i`` (or all), then wait until it answers /status (all: until every
+        node names the same leader)."""
         ids = range(self.count) if i is None else [i]
         for n in ids:
             log = open(self.log_path(n), "ab")  # noqa: SIM115 - owned by the child from here
@@ -74,7 +75,28 @@ class LocalNodes:
             log.close()
         for n in ids:
             self.wait_up(n, wait)
+        if i is None:
+            self.wait_leader(timeout=wait)
         return self
+
+    def wait_leader(self, timeout: float = 15.0, nodes: list[int] | None = None) -> int:
+        """Wait until the given nodes (default: all) name one leader, which says it leads;
+        return its id."""
+        ids = nodes if nodes is not None else list(range(self.count))
+        deadline = time.monotonic() + timeout
+        named: list[Any] = []
+        while time.monotonic() < deadline:
+            try:
+                statuses = [self.status(n, timeout=1.0) for n in ids]
+            except OSError:
+                statuses = []
+            named = [s["leader"] for s in statuses]
+            if named and len(set(named)) == 1 and named[0] is not None:
+                leader = named[0]
+                if leader not in ids or statuses[ids.index(leader)]["role"] == "leader":
+                    return int(leader)
+            time.sleep(0.05)
+        raise TimeoutError(f"nodes {ids} named no single leader within {timeout}s: {named}")
 
     def wait_up(self, i: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -39,7 +39,8 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path: Path) -> None:
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["check"]["ok"], summary["check"]["summary"]
-    assert [p["name"] for p in summary["phases"]] == ["healthy", "slowed", "stopped", "healed"]
+    names = ["healthy", "slowed", "stopped", "healed", "leader killed"]
+    assert [p["name"] for p in summary["phases"]] == names
     for phase in summary["phases"]:
         assert phase["commits"] > 0 and phase["commits_per_s"] > 0, phase
         assert 0 < phase["latency_ms"]["p50"] <= phase["latency_ms"]["p99"], phase
@@ -47,12 +48,18 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path: Path) -> None:
         assert "locust" in phase["cpu_cores"], phase
         assert 0 < phase["reference_ms"] < 1000, phase  # the host-speed probe ran in the phase
     actions = {e["action"] for e in summary["events"]}
-    assert {"slow", "heal", "pause", "resume"} <= actions
-    # Faults touched followers only: node 0 is the fixed leader.
-    assert all(0 not in e["nodes"] for e in summary["events"])
+    assert {"slow", "heal", "pause", "resume", "kill", "restart"} <= actions
+    # The leader was killed (node 0 leads at start), another node took over, and the report
+    # gives that failover's unavailability window.
+    kill = next(e for e in summary["events"] if e["action"] == "kill")
+    (failover,) = summary["failovers"]
+    assert failover["node"] == kill["nodes"][0] and failover["first_commit"] > kill["t"]
 
     report = (out / "report.md").read_text()
     assert "History check" in report and "HISTORY CHECK FAILED" not in report
     assert "## Phase: slowed" in report and "## Phase: stopped" in report
+    assert (
+        "## Phase: leader killed" in report and "(the failover's unavailability window)" in report
+    )
     assert "Host speed (a fixed probe" in report
     assert "<img src='throughput.png'" in (out / "report.html").read_text()

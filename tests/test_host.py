@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from tornado.testing import AsyncTestCase, gen_test
 
-from paxgos.core import Committed, Config, Node
+from paxgos.core import LEADER, Committed, Config, Node
 from paxgos.net.answers import StorageFailed
 from paxgos.net.faults import FaultFlags, FaultInjector
 from paxgos.net.host import FsyncPlacement, NodeHost
@@ -88,6 +88,8 @@ class HostWritePathTest(AsyncTestCase):
         return host
 
     async def propose_all(self, host: NodeHost, values: list[int]) -> list[int]:
+        while host.node.role != LEADER:  # it probes, then runs phase 1, alone
+            await asyncio.sleep(0.005)
         slots = []
         for value in values:
             _, future = host.propose_future(value)

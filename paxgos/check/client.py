@@ -39,10 +39,17 @@ def classify(status: int, body: str, value: int) -> tuple[str, int | None]:
     return UNKNOWN, None
 
 
-def propose(url: str, value: int, timeout: float = 10.0) -> tuple[str, int | None, str]:
-    """``GET url/propose/value``: outcome, slot and the answer (status and first line)."""
+def propose(
+    url: str, value: int, timeout: float = 10.0, follow: bool = False
+) -> tuple[str, int | None, str]:
+    """``GET url/propose/value``: outcome, slot and the answer (status and first line).  With
+    ``follow``, a 307 to the leader is followed once (a follower proposed nothing, so asking
+    the leader is the same proposal, not a second one)."""
     try:
-        status, _, body = http_get(f"{url}/propose/{value}", timeout)
+        status, headers, body = http_get(f"{url}/propose/{value}", timeout)
+        location = headers.get("Location")
+        if follow and status == 307 and location:
+            status, _, body = http_get(location, timeout)
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             return FAIL, None, "connection refused"  # nothing was sent
@@ -56,7 +63,8 @@ def propose(url: str, value: int, timeout: float = 10.0) -> tuple[str, int | Non
 class LoadClients:
     """``threads`` clients proposing distinct values to ``url()`` until ``stop()``.
 
-    ``url`` is called before each proposal, so a test can point the clients elsewhere mid-run.
+    ``url`` is called before each proposal, so a test can point the clients elsewhere mid-run;
+    with ``follow`` they follow a redirect to the leader (and so may be pointed at any node).
     Values are ``base + client * 10**9 + n`` and so never repeat within a run.
     """
 
@@ -68,8 +76,10 @@ class LoadClients:
         base: int = 1_000_000_000_000,
         timeout: float = 10.0,
         pause: float = 0.0,
+        follow: bool = False,
     ):
         self.url = url
+        self.follow = follow
         self.history = history
         self.timeout = timeout
         self.pause = pause
@@ -97,7 +107,7 @@ class LoadClients:
                 return
             value = base + client * 10**9 + n
             start = time.time()
-            outcome, slot, _ = propose(self.url(), value, self.timeout)
+            outcome, slot, _ = propose(self.url(), value, self.timeout, self.follow)
             self.history.record(f"c{client}", value, start, time.time(), outcome, slot)
             if outcome != OK:
                 time.sleep(0.05)  # no busy loop against a node that is down

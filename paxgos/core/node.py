@@ -328,6 +328,9 @@ class Node:
                 self._broadcast_learn(ready)
         elif self.election_at is None:
             self._arm_election()
+            if self.leader_seen_at is None and self.id != cfg.initial_leader:
+                # Just started: the distinguished proposer gets the first chance to lead.
+                self.election_at += cfg.election_timeout
         elif now >= self.election_at:
             if self.role == FOLLOWER:
                 log.debug(

@@ -187,8 +187,10 @@ class StatusHandler(BaseHandler):
 
     def get(self) -> None:
         host = self.host
-        status = host.node.status()
+        status = host.node.status(host._now())
         leader = status["leader"]
+        peer_state = status.pop("peer_state")
+        assert isinstance(peer_state, dict)
         status.update(
             # The log as ``/`` lists it; the core may know a few more slots chosen whose
             # write is still on its way to disk.
@@ -197,6 +199,12 @@ class StatusHandler(BaseHandler):
             url=host.urls[host.node.id],
             leader_url=host.urls[leader] if isinstance(leader, int) else None,
             peers=[u for i, u in enumerate(host.urls) if i != host.node.id],
+            # Per peer, as this node sees it (a leader hears from every peer; a follower only
+            # from the leader): last answer, the commit index it reported, and its lag.
+            peer_state=[
+                {"id": peer, "url": host.urls[peer], **state}
+                for peer, state in sorted(peer_state.items())
+            ],
             nodes=len(host.urls),
             storage=type(host.store).__name__,
             durable=host.store.durable,

@@ -45,6 +45,8 @@ log = logging.getLogger("paxgos.net")
 
 #: Seconds between checkpoints of a durable store (its write-ahead log grows meanwhile).
 CHECKPOINT_INTERVAL = 1.0
+#: Seconds between the core's ticks (retries, heartbeats, election timers).
+TICK_INTERVAL = 0.02
 #: How long a client's proposal waits for its outcome (``--request-timeout``).
 REQUEST_TIMEOUT = 5.0
 #: How long a message to a peer waits for its answer before its connection is closed
@@ -125,7 +127,7 @@ class NodeHost:
         faults: FaultInjector,
         request_timeout: float = REQUEST_TIMEOUT,
         peer_timeout: float = PEER_TIMEOUT,
-        tick_interval: float = 0.02,
+        tick_interval: float = TICK_INTERVAL,
     ):
         self.node = node
         self.store = store

@@ -54,6 +54,7 @@ class NodeOptions:
     pipeline_batch: int = 64
     min_batch: int = 32
     linger: float = 0.004
+    election_timeout: float = Config.election_timeout
 
 
 class StartupError(Exception):
@@ -117,6 +118,8 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         pipeline_batch=options.pipeline_batch,
         min_batch=options.min_batch,
         linger=options.linger,
+        election_timeout=options.election_timeout,
+        seed=int.from_bytes(os.urandom(8), "big"),  # this node's election timer draws
     )
     store = open_store(options)
     try:
@@ -161,7 +164,7 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     server.conn_params.header_timeout = None
     server.add_sockets(sockets)
     host.start()
-    role = "leader" if options.node_id == host.node.config.initial_leader else "follower"
+    role = "initial leader" if options.node_id == host.node.config.initial_leader else "follower"
     where = (
         "memory" if options.storage == "memory" else store_path(options.data_dir, options.node_id)
     )

@@ -282,6 +282,11 @@ class Transport:
         except MessageError as exc:
             log.warning("node %d: bad reply from node %d: %s", self.host.node.id, to, exc)
             return
+        if reply.sender != to:  # an answer must come from the node asked
+            log.warning(
+                "node %d: reply from node %d names node %d", self.host.node.id, to, reply.sender
+            )
+            return
         if self.host.failed is None:
             self.host.input(self.host.node.step(reply))
 
