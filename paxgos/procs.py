@@ -80,8 +80,8 @@ class LocalNodes:
         return self
 
     def wait_leader(self, timeout: float = 15.0, nodes: list[int] | None = None) -> int:
-        """Wait until the given nodes (default: all) name one leader, which says it leads;
-        return its id."""
+        """Wait until the given nodes (default: all) name one of them leader, and it says it
+        leads; return its id."""
         ids = nodes if nodes is not None else list(range(self.count))
         deadline = time.monotonic() + timeout
         named: list[Any] = []
@@ -93,7 +93,7 @@ class LocalNodes:
             named = [s["leader"] for s in statuses]
             if named and len(set(named)) == 1 and named[0] is not None:
                 leader = named[0]
-                if leader not in ids or statuses[ids.index(leader)]["role"] == "leader":
+                if leader in ids and statuses[ids.index(leader)]["role"] == "leader":
                     return int(leader)
             time.sleep(0.05)
         raise TimeoutError(f"nodes {ids} named no single leader within {timeout}s: {named}")

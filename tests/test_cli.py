@@ -133,6 +133,17 @@ def test_single_node_command_port_in_use(tmp_path: Path) -> None:
     [
         (["--id", "5", "--peers", "http://a:1,http://b:2,http://c:3"], "--id must be between"),
         (["--id", "0", "--peers", "http://a:1"], "at least 3 nodes"),
+        (
+            [
+                "--id",
+                "0",
+                "--peers",
+                "http://a:1,http://b:2,http://c:3",
+                "--election-timeout",
+                "60ms",
+            ],
+            "'60ms' is below 100ms: heartbeats go every fifth of the election timeout",
+        ),
     ],
 )
 def test_single_node_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:

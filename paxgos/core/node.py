@@ -166,6 +166,7 @@ class Node:
         # per peer, as the leader sees it: last answer and the commit index it reported
         self.peer_seen_at: dict[int, float] = {}
         self.peer_commit: dict[int, int] = {}
+        self.leading_since = 0.0
         self.rounds_sent = 0  # statistics, for /status
         self.values_sent = 0
         self.elections = 0  # candidacies started (real phase 1 runs)
@@ -463,7 +464,7 @@ class Node:
         )
         self._reset(LEADER, term.ballot, ready)
         self.election_at = None
-        self.peer_seen_at = dict.fromkeys(self.peers, self.now)  # a fresh lease to keep
+        self.leading_since = self.now  # the majority gets one election timeout to answer
         self._heard_leader(term.ballot, ready)
         values = [highest.get(slot, (ZERO, None))[1] for slot in range(self.commit + 1, top + 1)]
         for start in range(0, len(values), self.config.max_batch):
@@ -501,7 +502,10 @@ class Node:
         """Whether a leader has heard from fewer than a majority (itself included) within the
         election timeout (Raft's CheckQuorum)."""
         cutoff = self.now - self.config.election_timeout
-        live = 1 + sum(1 for p in self.peers if self.peer_seen_at.get(p, cutoff) > cutoff)
+        since = self.leading_since
+        live = 1 + sum(
+            1 for p in self.peers if max(self.peer_seen_at.get(p, since), since) > cutoff
+        )
         return live < self.config.majority
 
     def _sticky(self, msg: Prepare) -> bool:

@@ -1,0 +1,107 @@
+"""An alternating A/B of two revisions' nodes under wrk: which one commits faster, on this host.
+
+    python bench/ab.py --a ec87fd2 --b HEAD [--rounds 4] [--connections 64] [--duration 8]
+
+Each revision is checked out (``git worktree``) into a temporary directory, and the rounds
+alternate A, B, A, B, ...: every round starts a fresh durable 5-node cluster whose nodes import
+``paxgos`` from that revision's checkout (``PYTHONPATH``), runs wrk for ``--duration`` seconds on
+``/propose`` at the leader (node 0), and stops it.  Alternating inside one run is what makes the
+comparison fair on a host whose speed drifts by tens of percent within minutes.  It prints every
+round, the mean of each side, and B's ratio to A; and which process was busiest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import LocalNodes, cpu_seconds  # noqa: E402
+from wrk_propose import run_wrk  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkout(rev: str, into: Path) -> Path:
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), rev],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return into
+
+
+def one_round(source: Path, workdir: Path, connections: int, duration: int) -> dict[str, float]:
+    env = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(source)  # the nodes (children) import this revision
+    try:
+        with LocalNodes(5, workdir) as nodes:
+            nodes.start()
+            run_wrk(nodes.urls[0] + "/propose/", connections, 2)  # warm-up
+            pids = {i: p.pid for i, p in enumerate(nodes.procs) if p is not None}
+            before = {i: cpu_seconds(pid) for i, pid in pids.items()}
+            started = time.monotonic()
+            result = run_wrk(nodes.urls[0] + "/propose/", connections, duration)
+            span = time.monotonic() - started
+            cores = {i: (cpu_seconds(pid) - before[i]) / span for i, pid in pids.items()}
+            result["leader_cores"] = cores[0]
+            result["busiest_follower_cores"] = max(v for i, v in cores.items() if i != 0)
+            return result
+    finally:
+        if env is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", required=True, help="revision A (e.g. the last landed commit)")
+    parser.add_argument("--b", default="HEAD", help="revision B (default HEAD)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per side (default 4)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=8, help="seconds of wrk per round")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="paxgos-ab-") as tmp:
+        sides = {"A": checkout(args.a, Path(tmp) / "a"), "B": checkout(args.b, Path(tmp) / "b")}
+        results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+        try:
+            for r in range(args.rounds):
+                for side, source in sides.items():
+                    work = Path(tmp) / f"run-{side}-{r}"
+                    res = one_round(source, work, args.connections, args.duration)
+                    results[side].append(res)
+                    print(
+                        f"round {r + 1} {side}: {res['requests_per_s']:8.0f} commits/s  "
+                        f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
+                        f"leader {res['leader_cores']:.2f} cores  non-2xx {res['non_2xx']:.0f}",
+                        flush=True,
+                    )
+        finally:
+            for source in sides.values():
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)],
+                    capture_output=True,
+                )  # fmt: skip
+    mean = {s: statistics.mean(x["requests_per_s"] for x in rs) for s, rs in results.items()}
+    p99 = {s: statistics.mean(x["p99_ms"] for x in rs) for s, rs in results.items()}
+    wins = sum(
+        b["requests_per_s"] > a["requests_per_s"]
+        for a, b in zip(results["A"], results["B"], strict=True)
+    )
+    print(
+        f"A {args.a}: {mean['A']:.0f} commits/s, p99 {p99['A']:.2f} ms; "
+        f"B {args.b}: {mean['B']:.0f} commits/s, p99 {p99['B']:.2f} ms; "
+        f"B/A {mean['B'] / mean['A']:.3f} (B faster in {wins} of {args.rounds} rounds)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
