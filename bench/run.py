@@ -322,6 +322,18 @@ def play(phases: list[Phase], faults: Faults, sampler: Sampler, progress: Progre
     return windows
 
 
+def leadership(nodes: LocalNodes) -> str:
+    """Who leads at the end, under which ballot, and how many elections (real phase-1 runs)
+    the nodes ran beyond the first one: with no node killed, a stable leader makes it 0."""
+    statuses = [nodes.status(i) for i in range(nodes.count)]
+    leader = next(s for s in statuses if s["role"] == "leader")
+    ran = sum(s["elections"] for s in statuses) - 1
+    return (
+        f"node {leader['id']} at the end, ballot {leader['ballot']}; "
+        f"elections beyond the first: {ran}"
+    )
+
+
 def load_recorded(ops_path: Path) -> list[Op]:
     ops: list[Op] = []
     pattern = str(ops_path.with_name(f"{ops_path.stem}*{ops_path.suffix}"))
@@ -380,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             print("bench: load stopped; waiting for the nodes to converge", file=sys.stderr)
             nodes.wait_converged(timeout=120)
             logs = fetch_logs(nodes.urls, timeout=30)
+            elections = leadership(nodes)
         ops = load_recorded(ops_path)
     if not ops:
         print(f"bench: no ops were recorded; see {raw / 'locust.log'}", file=sys.stderr)
@@ -403,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": f"{args.nodes} node processes on 127.0.0.1, storage {args.storage}"
         + (f", node args {args.node_args}" if args.node_args else ""),
         "leader": "node 0 at start; any node may lead, and every fault's victims are drawn "
-        "from all nodes, the leader included",
+        f"from all nodes, the leader included; {elections} (a restarted node counts afresh)",
         "load": f"Locust {args.users} FastHttpUser users, closed loop (no think time), "
         f"spawn rate {args.spawn_rate:g}/s, "
         + (f"--processes {args.locust_processes}" if args.locust_processes else "one process")
