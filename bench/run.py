@@ -252,7 +252,7 @@ class Progress:
 #: Seconds a Locust user waits for an answer before it gives up and asks the next node: a
 #: SIGSTOPped node (the leader, say) never answers, and the users that were talking to it must
 #: move on to the side that commits, as a real client with a deadline would.
-CLIENT_TIMEOUT = 2.0
+CLIENT_TIMEOUT = 1.0
 
 
 def start_locust(

@@ -10,11 +10,13 @@ Each user (a ``FastHttpUser``, closed loop: it proposes, waits for the answer, p
 sends random signed 64-bit integers to ``GET /propose/<v>``. A ``200`` counts as a success only
 if its body is ``CommandID: <n>, Value <v>`` with the value sent; any other answer (a 504, a 503,
 a connection error, a 200 with a wrong body) is a failure in Locust's statistics. Redirects (a
-follower's 307 to the leader) are followed; a 503 is retried after its ``Retry-After``; with
-``--cluster`` naming every node, a user whose node does not answer (or knows no leader) moves
-to the next one, so a killed leader costs the users only the failover.  Optional tasks read a
-page of the log (``GET /``) or ``GET /status``; their weights, like the rest of this file's
-options, come from the command line or the environment, and show in the web UI's form:
+follower's 307 to the leader) are followed; a 503 is retried after its ``Retry-After``. With
+``--cluster`` naming every node, every user starts at ``--host`` and stays with the node that
+commits: it moves to the node a 307 names (at once), and from a node that does not answer (or
+knows no leader) to the next one, so a killed leader costs the users only the failover.
+Optional tasks read a page of the log (``GET /``) or ``GET /status``; their weights, like the
+rest of this file's options, come from the command line or the environment, and show in the web
+UI's form:
 
 | option | environment | default | meaning |
 |---|---|---|---|
@@ -59,7 +61,7 @@ except ImportError:  # run from a checkout without installing: the repository ro
     from paxgos.check.client import classify
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-FAIL, UNKNOWN = "fail", "unknown"
+UNKNOWN = "unknown"
 
 
 @events.init_command_line_parser.add_listener
@@ -220,7 +222,7 @@ class Proposer(FastHttpUser):
     concurrency = 1
     network_timeout = 30.0
     connection_timeout = 10.0
-    max_redirects = 3
+    max_redirects = 3  # without --cluster, a 307 is followed by the client itself
 
     def wait_time(self) -> float:
         # No think time while answers are good; a short back-off after an error, so a node
@@ -245,12 +247,23 @@ class Proposer(FastHttpUser):
         self.recorder = recorder_for(self.environment)
         cluster = getattr(options, "cluster", "") or ""
         self.nodes = [u.strip().rstrip("/") for u in cluster.split(",") if u.strip()]
-        # Users spread over the nodes; a follower redirects them to the leader.
-        self.node = next(_user_ids) % len(self.nodes) if self.nodes else 0
+        host = (self.host or "").rstrip("/")
+        self.node = self.nodes.index(host) if host in self.nodes else 0
+        # With --cluster a 307 moves this user to the leader (see propose); else the client
+        # follows it.
+        self.redirects = not self.nodes
 
     def _url(self, path: str) -> str:
         """``path`` on this user's current node (``--host`` without ``--cluster``)."""
         return self.nodes[self.node] + path if self.nodes else path
+
+    def _follow(self, location: str) -> bool:
+        """Move to the node a redirect names; whether it is one of ``--cluster``."""
+        for i, url in enumerate(self.nodes):
+            if location.startswith(url + "/"):
+                self.node = i
+                return True
+        return False
 
     def _next_node(self) -> None:
         if self.nodes:
@@ -272,7 +285,10 @@ class Proposer(FastHttpUser):
         if recorder is not None:
             recorder.begin(self.client_id, value, start)
         with self.client.get(
-            self._url(f"/propose/{value}"), name="/propose/[value]", catch_response=True
+            self._url(f"/propose/{value}"),
+            name="/propose/[value]",
+            catch_response=True,
+            allow_redirects=self.redirects,
         ) as response:
             end = time.time()
             status = response.status_code or 0
@@ -283,13 +299,17 @@ class Proposer(FastHttpUser):
             else:
                 self._backoff = 0.05
                 if status == 0:
-                    error = response.error
-                    if isinstance(error, ConnectionRefusedError):
-                        outcome = FAIL  # nothing was sent
-                    response.failure(f"no answer: {error!r}")
+                    # Unknown even when the error says "connection refused": geventhttpclient
+                    # retries a request whose keep-alive connection broke on a new connection,
+                    # so a request a killed leader had already taken (and maybe chosen) ends as
+                    # "refused" by its dead port.
+                    response.failure(f"no answer: {response.error!r}")
                     self._next_node()
                 elif status == 200:
                     response.failure(f"200 with an unexpected body: {body[:80]!r}")
+                elif status == 307 and self._follow(response.headers.get("Location", "")):
+                    response.failure("307 to the leader")  # not proposed; ask the leader now
+                    self._backoff = 0.0
                 else:
                     response.failure(f"{status} {body.strip()[:120]}")
                     if status == 503:
