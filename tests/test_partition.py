@@ -41,14 +41,15 @@ from paxgos.check import History, check, dump_logs, dump_ops, fetch_logs
 from paxgos.check.client import classify, propose
 from paxgos.check.fetch import http_get
 from paxgos.check.model import FAIL, OK, UNKNOWN, Op
+from paxgos.core import Config
 from paxgos.netns import Netns, NetnsError, nodes_in
 from paxgos.procs import LocalNodes
 
 pytestmark = pytest.mark.netns
 
-# The election design: a leader that cannot reach a majority for an election timeout steps down;
-# a dead or cut-off leader is replaced within about a second.
-ELECTION_TIMEOUT = 1.0
+# A leader that cannot reach a majority for an election timeout steps down; a dead or cut-off
+# leader is replaced within about a second.  The nodes run at the default election timeout.
+ELECTION_TIMEOUT = Config.election_timeout
 SLACK = 0.5  # on top of it, before a minority node's 200 counts as a violation
 NEW_LEADER_WITHIN = 2 * ELECTION_TIMEOUT + 3.0  # for a commit on the majority side, after a cut
 PORT = 9000  # every node on its own address: one port for all
