@@ -1247,3 +1247,17 @@ def test_election_timers_are_random_but_seeded() -> None:
     assert all(0.5 <= t <= 1.0 for t in times)
     assert len(set(times)) > 1  # the timers differ from seed to seed ...
     assert first_election(3) == times[3]  # ... and replay exactly
+
+
+def test_an_outbid_leader_learns_it_from_the_acks_of_its_heartbeats() -> None:
+    """Regression (review): a LearnAck from an acceptor that had promised a higher ballot kept
+    an idle, deposed leader's majority fresh, so it led (and refused every Prepare) forever."""
+    c = Cluster(3, {"election_timeout": 0.5})
+    expire_lease(c.nodes[1])
+    c.handle(1, c.nodes[1].step(Prepare(2, Ballot(2, 2), 1)), 2)  # node 1 promised node 2
+    c.net.clear()
+    c.down = {2}  # node 2 is gone again; node 0 only hears node 1's acks
+    run_for(c, 0.2)
+    assert c.nodes[0].role == FOLLOWER  # the first ack said it had been outbid
+    run_for(c, 2.0)
+    assert leaders(c) in ([0], [1])  # and the two of them elect a leader again

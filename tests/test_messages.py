@@ -93,7 +93,7 @@ EXAMPLES: list[Message] = [
     Accept(0, Ballot(3, 0), 5, (1, None, -2), 4),
     Accepted(2, Ballot(3, 0), 5, 3, True, Ballot(3, 0), 4),
     Learn(0, Ballot(3, 0), 9),
-    LearnAck(3, Ballot(3, 0), 8),
+    LearnAck(3, Ballot(3, 0), 8, Ballot(4, 1)),
     CatchupRequest(4, 10, 100),
     CatchupReply(1, ((10, 5), (11, None)), 11),
     Prepare(1, Ballot(3, 1), 7, probe=True),

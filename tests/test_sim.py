@@ -86,7 +86,7 @@ def _first_violation(options: SimOptions) -> tuple[int, str, str]:
         ("noop-fill-leader", {"one-value-per-slot", "learned-is-chosen"}, {}),
         # Crashes right after a campaign starts (seed 20 at this crash rate; 359 at the default).
         ("ballot-unpersisted", {"ballot-unique"}, {"crash": 0.01}),
-        # A leader cut off long enough while clients still call it (seed 49 with these).
+        # A leader cut off long enough while clients still call it (seed 59 with these).
         ("no-step-down", {"leader-without-majority"}, {"clients": 6, "partition": 0.01}),
         # The stability phase's returning follower deposes the leader (seed 1).
         ("no-stickiness", {"disruption"}, {}),

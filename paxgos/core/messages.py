@@ -121,12 +121,14 @@ class Learn:
 
 @dataclass(frozen=True)
 class LearnAck:
-    """The answer to a Learn: the learner is alive and has applied every slot up to ``commit``
-    (the leader counts it towards the majority it must keep hearing from)."""
+    """The answer to a Learn: the learner is alive and has applied every slot up to ``commit``;
+    ``promised`` is its promise (above ``ballot``, the Learn's leader has been outbid: only an ack
+    at or below counts towards the majority the leader must keep hearing from)."""
 
     sender: int
     ballot: Ballot
     commit: int
+    promised: Ballot
 
 
 @dataclass(frozen=True)
@@ -294,8 +296,15 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
             _ballot(body.get("promised"), "promised"),
             _int(body, "commit", 0),
         )
-    if cls is Learn or cls is LearnAck:
-        return cls(sender, _ballot(body.get("ballot"), "ballot"), _int(body, "commit", 0))
+    if cls is Learn:
+        return Learn(sender, _ballot(body.get("ballot"), "ballot"), _int(body, "commit", 0))
+    if cls is LearnAck:
+        return LearnAck(
+            sender,
+            _ballot(body.get("ballot"), "ballot"),
+            _int(body, "commit", 0),
+            _ballot(body.get("promised"), "promised"),
+        )
     if cls is CatchupRequest:
         return CatchupRequest(sender, _int(body, "from_slot", 1), _int(body, "limit", 1, MAX_BATCH))
     entries = []

@@ -166,7 +166,6 @@ class Node:
         # per peer, as the leader sees it: last answer and the commit index it reported
         self.peer_seen_at: dict[int, float] = {}
         self.peer_commit: dict[int, int] = {}
-        self.leading_since = 0.0
         self.rounds_sent = 0  # statistics, for /status
         self.values_sent = 0
         self.elections = 0  # candidacies started (real phase 1 runs)
@@ -329,8 +328,8 @@ class Node:
                 self._broadcast_learn(ready)
         elif self.election_at is None:
             self._arm_election()
-            if self.leader_seen_at is None and self.id != cfg.initial_leader:
-                # Just started: the distinguished proposer gets the first chance to lead.
+            if self.promised == ZERO and self.id != cfg.initial_leader:
+                # A new cluster: the distinguished proposer gets the first chance to lead.
                 self.election_at += cfg.election_timeout
         elif now >= self.election_at:
             if self.role == FOLLOWER:
@@ -369,9 +368,12 @@ class Node:
             if msg.ballot >= self.promised:
                 self._heard_leader(msg.ballot, ready)
             self._learn_commit(msg.ballot, msg.commit, msg.sender, ready)
-            ready.response = LearnAck(self.id, msg.ballot, self.commit)
+            ready.response = LearnAck(self.id, msg.ballot, self.commit, self.promised)
         elif isinstance(msg, LearnAck):
-            self._heard_peer(msg.sender, msg.commit)
+            if msg.promised > msg.ballot:
+                self._observe(msg.promised, ready)  # it promised another proposer: outbid
+            elif self.role == LEADER and msg.ballot == self.ballot:
+                self._heard_peer(msg.sender, msg.commit)
         elif isinstance(msg, Prepare):
             ready.response = self._on_prepare(msg, ready)
         elif isinstance(msg, Promise):
@@ -391,6 +393,8 @@ class Node:
         under a new ballot, and their clients learn that their fate is unknown); a role that
         cannot propose turns the queued proposals away; the election timer starts afresh."""
         ready.outcomes.extend(self.proposer.abandon())
+        if self.role == LEADER and role != LEADER and self.leader_ballot.node == self.id:
+            self.leader_seen_at = None  # our own lease ends with our leadership
         self.role = role
         self.proposer = Proposer(ballot, self.commit + 1, self.now)
         if role in (FOLLOWER, PRECANDIDATE):
@@ -411,8 +415,6 @@ class Node:
                 log.info("node %d: ballot %s outbid by %s", self.id, self.ballot, seen)
         else:
             log.debug("node %d: %s for %s gave up", self.id, self.role, self.ballot)
-        if self.leader_ballot.node == self.id:
-            self.leader_seen_at = None  # our own lease ends with our leadership
         self._reset(FOLLOWER, ZERO, ready)
         self.seen = max(self.seen, seen)  # to outbid it next time
 
@@ -464,7 +466,6 @@ class Node:
         )
         self._reset(LEADER, term.ballot, ready)
         self.election_at = None
-        self.leading_since = self.now  # the majority gets one election timeout to answer
         self._heard_leader(term.ballot, ready)
         values = [highest.get(slot, (ZERO, None))[1] for slot in range(self.commit + 1, top + 1)]
         for start in range(0, len(values), self.config.max_batch):
@@ -482,6 +483,8 @@ class Node:
         """An Accept or Learn under ``ballot`` was accepted: its sender leads, and is alive."""
         if ballot.node == self.id and self.role != LEADER:
             return  # our own message from a leadership we no longer hold
+        if ballot < self.leader_ballot:
+            return  # an older leader's message renews no lease
         if ballot != self.leader_ballot:
             if ballot > self.leader_ballot:
                 self.leader_changes += 1
@@ -502,10 +505,7 @@ class Node:
         """Whether a leader has heard from fewer than a majority (itself included) within the
         election timeout (Raft's CheckQuorum)."""
         cutoff = self.now - self.config.election_timeout
-        since = self.leading_since
-        live = 1 + sum(
-            1 for p in self.peers if max(self.peer_seen_at.get(p, since), since) > cutoff
-        )
+        live = 1 + sum(1 for p in self.peers if self.peer_seen_at.get(p, cutoff) > cutoff)
         return live < self.config.majority
 
     def _sticky(self, msg: Prepare) -> bool:
@@ -565,6 +565,8 @@ class Node:
         )
         term.refused.discard(msg.sender)
         term.promises[msg.sender] = msg
+        if msg.sender != self.id:
+            self._heard_peer(msg.sender, msg.commit)  # a new leader's first proof of a majority
         if len(term.promises) < self.config.majority or term.awaiting_commit:
             return
         if self.role == PRECANDIDATE:
@@ -635,13 +637,13 @@ class Node:
         term.sent_at = self.now
 
     def _on_accepted(self, msg: Accepted, ready: Ready) -> None:
-        self._heard_peer(msg.sender, msg.commit)
         if not msg.ok:
             self._observe(msg.promised, ready)
             return
         term = self.proposer
         if self.role != LEADER or msg.ballot != term.ballot:
             return
+        self._heard_peer(msg.sender, msg.commit)
         rnd = term.rounds.get(msg.first)
         if rnd is None or len(rnd.values) != msg.count:
             return

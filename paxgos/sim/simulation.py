@@ -229,6 +229,7 @@ class Simulation:
         assert leader is not None  # converged
         ballot = self.nodes[leader].ballot  # type: ignore[union-attr]
         away = rng.choice([i for i in range(n) if i != leader])
+        self.partitions += 1  # a heal the faults phase scheduled must not end this cut early
         self.network.groups = [int(i == away) for i in range(n)]
         self._update_cuts()
         self.trace.add((self.step, self.scheduler.now, "isolate", away, None, None))
