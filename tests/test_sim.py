@@ -4,7 +4,6 @@ across 1,000 seeds, and it fails on deliberately broken nodes."""
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 
@@ -48,15 +47,12 @@ def test_a_run_makes_progress_and_converges() -> None:
 
 def test_ci_seeds() -> None:
     """What CI runs: 1,000 seeds of 3,000 faulty steps (plus the liveness phase) each."""
-    started = time.perf_counter()
     results = list(run_seeds(range(CI_SEEDS), SimOptions(steps=CI_STEPS), jobs=2))
-    wall = time.perf_counter() - started
     failed = [r for r in results if not r.ok]
     assert not failed, failed[0].report
     assert len(results) == CI_SEEDS
     assert sum(r.steps for r in results) >= CI_SEEDS * CI_STEPS
     assert sum(r.crashes for r in results) > CI_SEEDS
-    assert wall < 110, f"{CI_SEEDS} seeds took {wall:.0f}s"
 
 
 # --- it fails when it should ----------------------------------------------------------------
