@@ -84,3 +84,19 @@ def test_the_default_log_says_one_line_per_leader_change(
 def test_the_election_timeout_is_an_option(make_nodes: Callable[..., LocalNodes]) -> None:
     nodes = make_nodes(3, ["--election-timeout", "2s"])
     assert nodes.status(1)["election_timeout_s"] == 2.0
+
+
+def test_a_follower_back_from_a_pause_does_not_depose_the_leader(
+    make_nodes: Callable[..., LocalNodes],
+) -> None:
+    nodes = make_nodes(3)
+    leader = nodes.wait_leader()
+    ballot = nodes.status(leader)["ballot"]
+    follower = (leader + 1) % 3
+    nodes.pause(follower)  # SIGSTOP: its election timer is overdue when it wakes
+    time.sleep(1.5)
+    nodes.resume(follower)
+    time.sleep(1.5)
+    assert nodes.wait_leader() == leader and nodes.status(leader)["ballot"] == ballot
+    assert all(nodes.status(i)["elections"] == (1 if i == leader else 0) for i in range(3))
+    assert nodes.get(follower, "/propose/9")[0] == 307
