@@ -36,33 +36,6 @@ PROBE_LIMIT = 10.0
 SETTLE = 2.0
 
 
-def leader_of(nodes: LocalNodes, live: list[int]) -> tuple[int, list[int]] | None:
-    """The node every live node names as leader, and its ballot, or None if they disagree."""
-    named = set()
-    ballot: list[int] = []
-    for i in live:
-        try:
-            status = nodes.status(i, timeout=1.0)
-        except OSError:
-            return None
-        named.add(status["leader"])
-        if status["role"] == "leader":
-            ballot = status["ballot"]
-    if len(named) != 1 or None in named or not ballot:
-        return None
-    return named.pop(), ballot
-
-
-def wait_leader(nodes: LocalNodes, live: list[int], timeout: float) -> tuple[int, list[int]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = leader_of(nodes, live)
-        if found is not None:
-            return found
-        time.sleep(0.05)
-    raise TimeoutError(f"no agreed leader among {live} within {timeout}s")
-
-
 def first_commit(nodes: LocalNodes, dead: int, value: int, history: History) -> tuple[float, int]:
     """Probe the live nodes until one proposal commits: when (monotonic) and on which node.
     Every probe is recorded in ``history`` (the checker must know every value proposed)."""
@@ -95,13 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         with nodes:
             nodes.start()
             everyone = list(range(args.nodes))
-            wait_leader(nodes, everyone, 10.0)
             load = LoadClients(
                 lambda: rng.choice(nodes.urls), History(), args.clients, timeout=3.0, follow=True
             ).start()
             try:
                 for trial in range(args.trials):
-                    leader, _ = wait_leader(nodes, everyone, 10.0)
+                    leader = nodes.wait_leader(10.0)
                     time.sleep(0.5)  # load flowing through this leader
                     killed_at = time.monotonic()
                     nodes.kill(leader)
@@ -109,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
                         nodes, leader, 7_000_000_000 + trial * 10**6, load.history
                     )
                     live = [i for i in everyone if i != leader]
-                    new, ballot = wait_leader(nodes, live, 10.0)
+                    new = nodes.wait_leader(10.0, live)
+                    ballot = nodes.status(new)["ballot"]
                     gap = committed_at - killed_at
                     nodes.start(leader)
                     nodes.wait_converged(timeout=30.0)
                     time.sleep(SETTLE)
-                    after, ballot_after = wait_leader(nodes, everyone, 10.0)
+                    after = nodes.wait_leader(10.0)
+                    ballot_after = nodes.status(after)["ballot"]
                     flip = after != new or ballot_after != ballot
                     trials.append(
                         {"trial": trial, "killed": leader, "new_leader": new, "seconds": gap,

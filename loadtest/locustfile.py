@@ -55,10 +55,10 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 try:
-    from paxgos.check.client import classify
+    from paxgos.check.client import classify, retry_after
 except ImportError:  # run from a checkout without installing: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from paxgos.check.client import classify
+    from paxgos.check.client import classify, retry_after
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UNKNOWN = "unknown"
@@ -207,14 +207,6 @@ def _apply_timeout(environment: Environment, **_: Any) -> None:
         Proposer.network_timeout = float(timeout)
 
 
-def _retry_after(header: str | None, most: float = 1.0) -> float:
-    """Seconds to wait before retrying a 503 (its ``Retry-After``, at most ``most``)."""
-    try:
-        return min(most, max(0.0, float(header))) if header else 0.05
-    except ValueError:
-        return 0.05
-
-
 class Proposer(FastHttpUser):
     """One closed-loop client: propose (or read), check the answer, repeat."""
 
@@ -313,7 +305,7 @@ class Proposer(FastHttpUser):
                 else:
                     response.failure(f"{status} {body.strip()[:120]}")
                     if status == 503:
-                        self._backoff = _retry_after(response.headers.get("Retry-After"))
+                        self._backoff = retry_after(response.headers.get("Retry-After"))
                         if "no leader" in body:
                             self._next_node()
             if recorder is not None:

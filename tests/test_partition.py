@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,8 +37,7 @@ import pytest
 
 from paxgos import netns
 from paxgos.check import History, check, dump_logs, dump_ops, fetch_logs
-from paxgos.check.client import classify, propose
-from paxgos.check.fetch import http_get
+from paxgos.check.client import ask, propose, retry_after
 from paxgos.check.model import FAIL, OK, UNKNOWN, Op
 from paxgos.core import Config
 from paxgos.netns import Netns, NetnsError, nodes_in
@@ -152,24 +150,14 @@ class Clients:
 
     def _send(self, node: int, value: int) -> tuple[str, int | None, str, float, int | None]:
         """Outcome, slot, answer, how long to wait before a retry, and a redirect's node."""
-        try:
-            status, headers, body = http_get(f"{self.urls[node]}/propose/{value}", self.timeout)
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ConnectionRefusedError):
-                return FAIL, None, "connection refused", 0.0, None
-            return UNKNOWN, None, f"error {exc.reason}", 0.0, None
-        except OSError as exc:  # timeouts, resets after the request went out
-            return UNKNOWN, None, f"error {exc}", 0.0, None
-        outcome, slot = classify(status, body, value)
-        answer = f"{status} {body.strip()}"
+        outcome, slot, answer, headers = ask(
+            f"{self.urls[node]}/propose/{value}", value, self.timeout
+        )
         target = None
-        if status == 307:
+        if answer.startswith("307 "):
             target = self._where.get(urlsplit(_header(headers, "Location") or "").netloc)
-        try:
-            retry = float(_header(headers, "Retry-After") or 0.05)
-        except ValueError:
-            retry = 1.0
-        return outcome, slot, answer, min(retry, self.retry_cap), target
+        retry = retry_after(_header(headers, "Retry-After"), self.retry_cap)
+        return outcome, slot, answer, retry, target
 
     def _run(self, k: int) -> None:
         home = k % len(self.urls)

@@ -39,25 +39,41 @@ def classify(status: int, body: str, value: int) -> tuple[str, int | None]:
     return UNKNOWN, None
 
 
+def retry_after(header: str | None, most: float = 1.0, default: float = 0.05) -> float:
+    """Seconds to wait before retrying a 503: its ``Retry-After`` (at most ``most``), else
+    ``default``."""
+    try:
+        return min(most, max(0.0, float(header))) if header else default
+    except ValueError:
+        return default
+
+
+def ask(url: str, value: int, timeout: float = 10.0) -> tuple[str, int | None, str, dict[str, str]]:
+    """``GET url``, a URL that proposes ``value`` (redirects not followed): outcome, slot, the
+    answer (status and first line) and its headers (none when no answer came)."""
+    try:
+        status, headers, body = http_get(url, timeout)
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return FAIL, None, "connection refused", {}  # nothing was sent
+        return UNKNOWN, None, str(exc.reason), {}
+    except OSError as exc:  # timeouts, resets after the request went out
+        return UNKNOWN, None, str(exc), {}
+    outcome, slot = classify(status, body, value)
+    return outcome, slot, f"{status} {body.strip()}", headers
+
+
 def propose(
     url: str, value: int, timeout: float = 10.0, follow: bool = False
 ) -> tuple[str, int | None, str]:
     """``GET url/propose/value``: outcome, slot and the answer (status and first line).  With
     ``follow``, a 307 to the leader is followed once (a follower proposed nothing, so asking
     the leader is the same proposal, not a second one)."""
-    try:
-        status, headers, body = http_get(f"{url}/propose/{value}", timeout)
-        location = headers.get("Location")
-        if follow and status == 307 and location:
-            status, _, body = http_get(location, timeout)
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ConnectionRefusedError):
-            return FAIL, None, "connection refused"  # nothing was sent
-        return UNKNOWN, None, str(exc.reason)
-    except OSError as exc:  # timeouts, resets after the request went out
-        return UNKNOWN, None, str(exc)
-    outcome, slot = classify(status, body, value)
-    return outcome, slot, f"{status} {body.strip()}"
+    outcome, slot, answer, headers = ask(f"{url}/propose/{value}", value, timeout)
+    location = headers.get("Location")
+    if follow and answer.startswith("307 ") and location:
+        outcome, slot, answer, _ = ask(location, value, timeout)
+    return outcome, slot, answer
 
 
 class LoadClients:

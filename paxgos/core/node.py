@@ -410,11 +410,10 @@ class Node:
 
     def _become_follower(self, seen: Ballot, ready: Ready) -> None:
         """Stop proposing: ``seen`` outbid us (``ZERO``: no majority answers any more)."""
-        if self.role == LEADER or self.role == CANDIDATE:
-            if seen != ZERO:
-                log.info("node %d: ballot %s outbid by %s", self.id, self.ballot, seen)
-        else:
-            log.debug("node %d: %s for %s gave up", self.id, self.role, self.ballot)
+        if self.role == LEADER and seen != ZERO:  # a leader change: one info line
+            log.info("node %d: ballot %s outbid by %s", self.id, self.ballot, seen)
+        elif self.role != FOLLOWER:  # a candidacy that did not win is the election's detail
+            log.debug("node %d: %s for %s gave up (saw %s)", self.id, self.role, self.ballot, seen)
         self._reset(FOLLOWER, ZERO, ready)
         self.seen = max(self.seen, seen)  # to outbid it next time
 

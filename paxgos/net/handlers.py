@@ -187,7 +187,7 @@ class StatusHandler(BaseHandler):
 
     def get(self) -> None:
         host = self.host
-        status = host.node.status(host._now())
+        status = host.node.status(host.now())
         leader = status["leader"]
         peer_state = status.pop("peer_state")
         assert isinstance(peer_state, dict)

@@ -283,19 +283,19 @@ class NodeHost:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._submit(self.node.flush(self._now()), None)
+        self._submit(self.node.flush(self.now()), None)
         due = self.node.flush_due
         if due is not None and self._linger_timer is None:
             # A small batch lingers (see Config.min_batch): flush again when it is due, if more
             # proposals have not filled it before then.
             loop = IOLoop.current()
-            self._linger_timer = loop.call_later(max(0.0, due - self._now()), self._lingered)
+            self._linger_timer = loop.call_later(max(0.0, due - self.now()), self._lingered)
 
     def _lingered(self) -> None:
         self._linger_timer = None
         self._flush()
 
-    def _now(self) -> float:
+    def now(self) -> float:
         """The core's clock: seconds since this host started."""
         return time.monotonic() - self._clock_zero
 
