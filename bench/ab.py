@@ -3,7 +3,7 @@
     python bench/ab.py --a ec87fd2 --b HEAD [--rounds 4] [--connections 64] [--duration 8]
 
 Each revision is checked out (``git worktree``) into a temporary directory, and the rounds
-alternate A, B, A, B, ...: every round starts a fresh durable 5-node cluster whose nodes import
+alternate A, B, B, A, A, B, ...: every round starts a fresh durable 5-node cluster whose nodes import
 ``paxgos`` from that revision's checkout (``PYTHONPATH``), runs wrk for ``--duration`` seconds on
 ``/propose`` at the leader (node 0), and stops it.  Alternating inside one run is what makes the
 comparison fair on a host whose speed drifts by tens of percent within minutes.  It prints every
@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
         try:
             for r in range(args.rounds):
-                for side, source in sides.items():
+                # A-B, then B-A: neither side always runs first in its round.
+                order = ["A", "B"] if r % 2 == 0 else ["B", "A"]
+                for side in order:
+                    source = sides[side]
                     work = Path(tmp) / f"run-{side}-{r}"
                     res = one_round(source, work, args.connections, args.duration)
                     results[side].append(res)
