@@ -3,11 +3,11 @@
     python bench/ab.py --a ec87fd2 --b HEAD [--rounds 4] [--connections 64] [--duration 8]
 
 Each revision is checked out (``git worktree``) into a temporary directory, and the rounds
-alternate A, B, B, A, A, B, ...: every round starts a fresh durable 5-node cluster whose nodes import
-``paxgos`` from that revision's checkout (``PYTHONPATH``), runs wrk for ``--duration`` seconds on
-``/propose`` at the leader (node 0), and stops it.  Alternating inside one run is what makes the
-comparison fair on a host whose speed drifts by tens of percent within minutes.  It prints every
-round, the mean of each side, and B's ratio to A; and which process was busiest.
+alternate A, B, B, A, A, B, ...: every run starts a fresh durable 5-node cluster whose nodes
+import ``paxgos`` from that revision's checkout (``PYTHONPATH``), runs wrk for ``--duration``
+seconds on ``/propose`` at the leader (node 0), and stops it.  Alternating inside one run is
+what makes the comparison fair on a host whose speed drifts by tens of percent within minutes.
+It prints every round, the mean of each side, and B's ratio to A; and which process was busiest.
 """
 
 from __future__ import annotations
