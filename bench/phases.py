@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from paxgos.check.fetch import http_get
 from paxgos.procs import LocalNodes
 
 Action = Callable[["Faults"], None]
@@ -79,7 +78,7 @@ class Faults:
         self.events.append(FaultEvent(time.time(), action, sorted(nodes), detail))
 
     def _post(self, i: int, path: str) -> None:
-        code, _, body = http_get(self.nodes.urls[i] + path, timeout=5.0, method="POST")
+        code, _, body = self.nodes.control(i, path)
         if code != 200:
             raise RuntimeError(f"node {i}: POST {path} answered {code} {body.strip()}")
 

@@ -181,6 +181,12 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help=f"longest wait of a batch smaller than --min-batch (default {seconds(NODE.linger)})",
     )
     parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run with no cluster secret: peer messages and fault controls are NOT "
+        "authenticated (anyone who reaches a port can forge protocol messages)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -206,6 +212,8 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         min_batch=args.min_batch,
         linger=args.linger,
         election_timeout=args.election_timeout,
+        secret_file=args.secret_file,
+        insecure=args.insecure,
     )
 
 
@@ -240,6 +248,10 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         args.log_level,
     ]
     words += ["--data-dir", args.data_dir, "--cluster-id", args.cluster_id]
+    if args.insecure:
+        words.append("--insecure")
+    else:
+        words += ["--secret-file", args.secret_file]
     if args.fresh:
         words.append("--fresh")
     if args.db_max_pages is not None:
@@ -271,8 +283,16 @@ def node_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cluster-id",
         default=None,
-        help="name of the cluster; a data file of another cluster is refused (default: the one "
-        f"in DATA_DIR/cluster-id, which the supervisor writes, else {NODE.cluster_id})",
+        help="name of the cluster, the same on every node; a data file of another cluster is "
+        "refused (default: the one in DATA_DIR/cluster-id, which the supervisor writes)",
+    )
+    parser.add_argument(
+        "--secret-file",
+        default=None,
+        metavar="FILE",
+        help="the cluster secret, the same file on every node, mode 0600: it signs peer "
+        "messages and unlocks the fault controls (default: DATA_DIR/secret, which the "
+        "supervisor writes)",
     )
     parser.add_argument(
         "--exit-with-parent",
@@ -318,9 +338,16 @@ def run_node(argv: Sequence[str]) -> int:
         print(f"paxgos node: --id must be between 0 and {len(urls) - 1}", file=sys.stderr)
         return 2
     if args.cluster_id is None:  # the id the supervisor kept with this data, if any
-        from paxgos.net.server import stored_cluster_id
+        from paxgos.net.server import cluster_id_path, stored_cluster_id
 
-        args.cluster_id = stored_cluster_id(args.data_dir) or NODE.cluster_id
+        args.cluster_id = stored_cluster_id(args.data_dir)
+        if args.cluster_id is None and args.storage == "sqlite":
+            print(
+                f"paxgos node {args.id}: no cluster id: pass --cluster-id NAME (the same on "
+                f"every node), or keep one in {cluster_id_path(args.data_dir)}",
+                file=sys.stderr,
+            )
+            return 2
     setup_logging(args.log_level)
     try:
         asyncio.run(

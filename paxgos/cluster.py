@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paxgos.cli import passthrough
+from paxgos.net.auth import secret_path, write_secret
 from paxgos.net.server import cluster_id_path, stored_cluster_id
 
 STOP_GRACE = 4.0
@@ -120,16 +121,60 @@ def stop_all(procs: list[subprocess.Popen[str]]) -> None:
             proc.wait()
 
 
-def cluster_id(data_dir: Path, fresh: bool) -> str:
-    """The cluster's identity, kept in ``data_dir/cluster-id`` (``cluster_id_path``, which a node
-    started by hand on the same directory reads too) so that a restart reuses the data and a node
-    never opens another cluster's file; ``fresh`` makes a new one."""
+class DataDirError(Exception):
+    """The data directory cannot be used as asked; a one-line reason."""
+
+
+def node_dirs(data_dir: Path) -> list[int]:
+    """The ids of the nodes that have a data file under ``data_dir``."""
+    found = []
+    for entry in data_dir.glob("node-*"):
+        suffix = entry.name[len("node-") :]
+        if suffix.isdigit() and (entry / "paxgos.db").exists():
+            found.append(int(suffix))
+    return sorted(found)
+
+
+def prepare_data_dir(data_dir: Path, nodes: int, fresh: bool) -> str:
+    """Make ``data_dir`` ready for a cluster of ``nodes``: its identity (``data_dir/cluster-id``,
+    which a node started by hand on the same directory reads too, so that a restart reuses the
+    data and a node never opens another cluster's file), its size (``data_dir/cluster-size``: a
+    majority of 3 is not one of 5, so data made for another size is refused) and its secret
+    (``data_dir/secret``, mode 0600).  ``fresh`` makes a new identity and secret.  Returns the
+    cluster id; ``DataDirError`` when the directory cannot be used."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".paxgos-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DataDirError(f"cannot use data dir {data_dir}: {exc.strerror or exc}") from None
+    size_file = data_dir / "cluster-size"
     kept = None if fresh else stored_cluster_id(data_dir)
-    if kept:
-        return kept
-    data_dir.mkdir(parents=True, exist_ok=True)
-    identity = uuid.uuid4().hex[:12]
-    cluster_id_path(data_dir).write_text(identity + "\n")
+    existing = [] if fresh else node_dirs(data_dir)
+    if kept is None and existing:
+        raise DataDirError(
+            f"{cluster_id_path(data_dir)} is missing but {data_dir} holds node data "
+            f"(node-{existing[0]}/paxgos.db...); restore the file, or pass --fresh to start empty"
+        )
+    if kept is not None:
+        try:
+            size = int(size_file.read_text())
+        except (OSError, ValueError):
+            size = max(existing) + 1 if existing else nodes
+        if size != nodes or (existing and max(existing) >= nodes):
+            raise DataDirError(
+                f"{data_dir} holds a {size}-node cluster; run it with --nodes {size}, "
+                "or pass --fresh to start a new one (majorities of different sizes do not overlap)"
+            )
+        identity = kept
+    else:
+        identity = uuid.uuid4().hex[:12]
+        cluster_id_path(data_dir).write_text(identity + "\n")
+        write_secret(secret_path(data_dir))
+    if not secret_path(data_dir).exists():
+        write_secret(secret_path(data_dir))
+    size_file.write_text(f"{nodes}\n")
     return identity
 
 
@@ -247,11 +292,17 @@ def run_cluster(args: argparse.Namespace) -> int:
             say(problem)
             return 1
     urls = [f"http://{args.host}:{port}" for port in ports]
-    args.cluster_id = "memory"
+    data_dir = Path(args.data_dir)
+    try:
+        identity = prepare_data_dir(data_dir, nodes, args.fresh)
+    except DataDirError as exc:
+        say(str(exc))
+        return 1
+    args.cluster_id = identity if args.storage == "sqlite" else "memory"
+    args.secret_file = None if args.insecure else str(secret_path(data_dir).resolve())
     if args.storage == "sqlite":
-        args.cluster_id = cluster_id(Path(args.data_dir), args.fresh)
         state = "fresh" if args.fresh else "reused if present; --fresh starts empty"
-        say(f"node data in {Path(args.data_dir).resolve()}/node-<id>/paxgos.db ({state})")
+        say(f"node data in {data_dir.resolve()}/node-<id>/paxgos.db ({state})")
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -279,6 +330,11 @@ def run_cluster(args: argparse.Namespace) -> int:
             stopping.set()
         else:
             say(f"{nodes} nodes up; propose with: curl {urls[0]}/propose/42   (Ctrl-C stops)")
+            if args.secret_file:
+                say(
+                    "fault controls take the cluster secret: curl -X POST -H "
+                    f'"Authorization: Bearer $(cat {args.secret_file})" {urls[1]}/fault/slow?ms=500'
+                )
         while not stopping.is_set():
             now = time.monotonic()
             for member in members:

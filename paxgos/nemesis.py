@@ -18,7 +18,6 @@ from pathlib import Path
 
 from paxgos.check import CheckResult, History, check, dump_logs, dump_ops, fetch_logs
 from paxgos.check.client import LoadClients
-from paxgos.check.fetch import http_get
 from paxgos.procs import LocalNodes
 
 
@@ -43,7 +42,7 @@ class Nemesis:
             self.nodes.resume(i)
             self._note(f"SIGCONT node {i}")
         for i in sorted(self.slowed):
-            http_get(self.nodes.urls[i] + "/fault/heal", method="POST")
+            self.nodes.control(i, "/fault/heal")
             self._note(f"heal node {i}")
         for i in sorted(self.killed):
             self.nodes.start(i)
@@ -65,7 +64,7 @@ class Nemesis:
                 self.paused.add(i)
         elif action == "slow":
             for i in victims:
-                http_get(self.nodes.urls[i] + f"/fault/slow?ms={self.slow_ms}", method="POST")
+                self.nodes.control(i, f"/fault/slow?ms={self.slow_ms}")
                 self.slowed.add(i)
         elif action == "kill":
             i = victims[0]

@@ -9,6 +9,11 @@ Given ``urls`` (node ``i`` listens on ``urls[i]``) and a ``prefix`` (node ``i``'
 ``prefix(i)`` followed by the usual one), the same lifecycle runs nodes elsewhere: on separate
 network namespaces with ``ip netns exec`` (``paxgos.netns.nodes_in``).  A prefix must exec the
 node (as ``ip netns exec`` does), so that the PID kept is the node's own.
+
+The cluster is a real, authenticated one: its secret (``secret``, kept in ``WORKDIR/secret``)
+and cluster id (``WORKDIR/cluster-id``) are made once per work directory and passed to every
+node, unless ``extra_args`` say ``--insecure`` or name their own.  ``control(i, path)`` sends a
+runtime control (``POST /fault/...``) with the secret.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from paxgos.check.fetch import fetch_log, http_get
 from paxgos.cluster import free_ports
+from paxgos.net.auth import SIGNATURE, PeerAuth, read_secret, write_secret
 
 
 class LocalNodes:
@@ -42,6 +51,14 @@ class LocalNodes:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args or [])
+        secret = self.workdir / "secret"
+        if not secret.exists():
+            write_secret(secret)
+        kept = self.workdir / "cluster-id"
+        if not kept.exists():
+            kept.write_text(uuid.uuid4().hex[:12] + "\n")
+        self.cluster_id = kept.read_text().strip()
+        self.secret_file = str(secret)
         if urls is None:
             ports = free_ports("127.0.0.1", count)
             urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -53,11 +70,25 @@ class LocalNodes:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
+    @property
+    def secret(self) -> str | None:
+        """The cluster secret the nodes run with (``None`` under ``--insecure``)."""
+        if "--insecure" in self.extra_args:
+            return None
+        return read_secret(self.workdir / self._arg("--secret-file", self.secret_file)).decode()
+
+    def _arg(self, name: str, default: str) -> str:
+        args = self.extra_args
+        return args[args.index(name) + 1] if name in args else default
+
     def command(self, i: int) -> list[str]:
+        identity = ["--cluster-id", self._arg("--cluster-id", self.cluster_id)]
+        if "--insecure" not in self.extra_args:
+            identity += ["--secret-file", self._arg("--secret-file", self.secret_file)]
         return [
             *(self.prefix(i) if self.prefix else []),
             sys.executable, "-m", "paxgos", "node", "--id", str(i),
-            "--peers", ",".join(self.urls), *self.extra_args,
+            "--peers", ",".join(self.urls), *self.extra_args, *identity,
         ]  # fmt: skip
 
     def log_path(self, i: int) -> Path:
@@ -164,6 +195,34 @@ class LocalNodes:
     ) -> tuple[int, dict[str, str], str]:
         """``GET`` a path on node ``i``: status, headers, body (redirects not followed)."""
         return http_get(self.urls[i] + path, timeout, json_body)
+
+    def control(self, i: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], str]:
+        """``POST`` a runtime control (``/fault/slow?ms=N``, ...) to node ``i``, with the
+        cluster secret: status, headers, body."""
+        return http_get(self.urls[i] + path, timeout, True, "POST", self.auth_headers())
+
+    def as_peer(
+        self, i: int, target: str, body: bytes = b"", method: str = "POST", timeout: float = 5.0
+    ) -> tuple[int, dict[str, str], str]:
+        """Send node ``i`` a request as a member would, signed with the cluster secret
+        (``POST /accept`` with a message body, ``GET /learn?...``): status, headers, body."""
+        signature = PeerAuth(self.secret.encode() if self.secret else None).sign_request(
+            method, target, body
+        )
+        headers = {SIGNATURE: signature, "Content-Type": "application/json"}
+        request = urllib.request.Request(
+            self.urls[i] + target, data=body if method == "POST" else None, method=method,
+            headers=headers if signature else {},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def auth_headers(self) -> dict[str, str]:
+        """The header that carries the cluster secret to a runtime control (none if insecure)."""
+        return {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
 
     def status(self, i: int, timeout: float = 2.0) -> dict[str, Any]:
         code, _, body = self.get(i, "/status", timeout)

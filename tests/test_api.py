@@ -214,14 +214,8 @@ def test_malformed_internal_messages_are_400_and_change_nothing(
     before = cluster.status(3)
     history = cluster.history(3)
     for path in ("/prepare", "/accept", "/learn"):
-        request = urllib.request.Request(cluster.urls[3] + path, data=body, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as resp:
-                code = resp.status
-        except urllib.error.HTTPError as exc:
-            code = exc.code
-            text = exc.read().decode()
-            assert text.startswith("error: ") and text.count("\n") == 1, text
+        code, _, text = cluster.as_peer(3, path, body)  # signed: it passes authentication
+        assert text.startswith("error: ") and text.count("\n") == 1, text
         assert code == 400, (path, body)
     after = cluster.status(3)
     assert after["promised"] == before["promised"]

@@ -120,12 +120,54 @@ def test_single_node_command_port_in_use(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         peers = ",".join([url, "http://127.0.0.1:1", "http://127.0.0.1:2"])
         result = subprocess.run(
-            [sys.executable, "-m", "paxgos", "node", "--id", "0", "--peers", peers],
+            [sys.executable, "-m", "paxgos", "node", "--id", "0", "--peers", peers,
+             "--cluster-id", "c1", "--insecure"],
             capture_output=True, text=True, timeout=30, cwd=tmp_path,
         )  # fmt: skip
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().endswith("Address already in use"), result.stderr
+
+
+PEERS = ["--peers", "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3"]
+
+
+def run_node(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "paxgos", "node", "--id", "0", *PEERS, *args],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def test_a_node_needs_a_cluster_id_and_a_secret(tmp_path: Path) -> None:
+    """No shared default cluster id, and no unauthenticated node unless asked for."""
+    result = run_node(tmp_path, "--insecure")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "paxgos node 0: no cluster id: pass --cluster-id NAME (the same on every node), "
+        "or keep one in paxgos-data/cluster-id"
+    )
+    result = run_node(tmp_path, "--cluster-id", "c1")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "paxgos node 0: no cluster secret: paxgos-data/secret does not exist; pass "
+        "--secret-file FILE (the supervisor writes DATA_DIR/secret), or --insecure to run "
+        "unauthenticated"
+    )
+    assert not (tmp_path / "paxgos-data" / "node-0").exists()  # refused before any file
+    loose = tmp_path / "loose"
+    loose.write_text("x" * 64)
+    loose.chmod(0o644)
+    result = run_node(tmp_path, "--cluster-id", "c1", "--secret-file", str(loose))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"paxgos node 0: secret file {loose} is readable by others (mode 644); "
+        f"run: chmod 600 {loose}"
+    )
+    loose.chmod(0o600)
+    loose.write_text("short")
+    result = run_node(tmp_path, "--cluster-id", "c1", "--secret-file", str(loose))
+    assert result.stderr.strip().endswith("holds fewer than 32 characters"), result.stderr
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,8 @@ def test_corrupt_or_foreign_database_refuses_to_start(
                             cwd=nodes.workdir)  # fmt: skip
     assert result.returncode == 1
     message = result.stderr.strip()
-    assert "was made by cluster paxgos, not another; pass --cluster-id paxgos" in message, message
+    ours = nodes.cluster_id
+    assert f"was made by cluster {ours}, not another; pass --cluster-id {ours}" in message, message
 
 
 def test_full_disk_fails_requests_clearly_and_keeps_state(

@@ -92,18 +92,18 @@ def test_runtime_fault_control_slow_stall_heal(make_nodes: Callable[..., LocalNo
         code, _, body = nodes.get(i, "/fault/slow?ms=2000", json_body=True)
         assert code == 405  # a control changes state: POST only
     for i in (3, 4):
-        code, _, body = http_post(nodes, i, "/fault/slow?ms=2000")
+        code, _, body = nodes.control(i, "/fault/slow?ms=2000")
         assert code == 200 and '"slow_ms": 2000' in body
     assert_commits(nodes, range(1, 10), slower_than=0.5)  # two slow nodes: a minority
-    code, _, body = http_post(nodes, 2, "/fault/stall")
+    code, _, body = nodes.control(2, "/fault/stall")
     assert code == 200 and '"stalled": true' in body
     code, body, took = timed_propose(nodes, 77)
     assert code in (503, 504) and "outcome unknown" in body, body  # three of five held back
     for i in (2, 3, 4):
-        assert http_post(nodes, i, "/fault/heal")[0] == 200
+        assert nodes.control(i, "/fault/heal")[0] == 200
         assert nodes.status(i)["faults"]["stalled"] is False
     assert_commits(nodes, range(20, 25), slower_than=3.0)
-    assert http_post(nodes, 2, "/fault/explode")[0] == 404
+    assert nodes.control(2, "/fault/explode")[0] == 404
 
 
 def test_demo_fault_flags_delay_answers(make_nodes: Callable[..., LocalNodes]) -> None:
@@ -117,7 +117,3 @@ def test_demo_fault_flags_delay_answers(make_nodes: Callable[..., LocalNodes]) -
     nodes = make_nodes(3, ["--endpoint-random-cap", "200ms"])
     assert nodes.status(2)["faults"]["endpoint_random_cap_ms"] == 200
     assert_commits(nodes, range(1, 4))
-
-
-def http_post(nodes: LocalNodes, i: int, path: str) -> tuple[int, dict[str, str], str]:
-    return http_get(nodes.urls[i] + path, method="POST")

@@ -103,10 +103,14 @@ _opener = urllib.request.build_opener(_NoRedirect)
 
 
 def http_get(
-    url: str, timeout: float = 10.0, json_body: bool = False, method: str = "GET"
+    url: str,
+    timeout: float = 10.0,
+    json_body: bool = False,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], str]:
     """One HTTP request: status, headers, body; HTTP errors are answers, not exceptions."""
-    headers = {"Accept": "application/json"} if json_body else {}
+    headers = {**(headers or {}), **({"Accept": "application/json"} if json_body else {})}
     request = urllib.request.Request(url, headers=headers, method=method)
     try:
         with _opener.open(request, timeout=timeout) as response:

@@ -51,6 +51,7 @@ class Answer:
     value: int | None = None
     retry_after: int | None = None
     location: str | None = None
+    allow: str | None = None  # a 405's methods
 
     def body(self, as_json: bool) -> bytes:
         """The body, newline-terminated: the line, or a JSON object."""
@@ -71,6 +72,8 @@ class Answer:
             headers["Retry-After"] = str(self.retry_after)
         if self.location is not None:
             headers["Location"] = self.location
+        if self.allow is not None:
+            headers["Allow"] = self.allow
         return headers
 
 

@@ -28,6 +28,7 @@ from paxgos.core.messages import (
     encode,
 )
 from paxgos.net.answers import INTEGER, Answer, error, outcome_answer
+from paxgos.net.auth import SIGNATURE
 from paxgos.net.host import NodeHost
 
 #: Largest page of ``GET /`` and largest ``/autopropose`` batch.
@@ -64,7 +65,8 @@ class BaseHandler(tornado.web.RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
-        if not INTEGER.fullmatch(raw) or not low <= int(raw) <= high:
+        # Bounded before int(): Python refuses to parse more than 4,300 digits (a ValueError).
+        if len(raw) > 24 or not INTEGER.fullmatch(raw) or not low <= int(raw) <= high:
             raise ClientError(
                 400, f"query parameter {name!r} must be an integer in [{low}, {high}]"
             )
@@ -92,6 +94,7 @@ class BaseHandler(tornado.web.RequestHandler):
             message = exc.message
         elif status_code == 405:
             message = f"method {self.request.method} not allowed on {self.request.path}"
+            self.set_header("Allow", ", ".join(self.allowed()))
         elif status_code == 404:
             message = f"no such path: {self.request.path}"
         elif status_code >= 500:
@@ -99,6 +102,24 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             message = self._reason
         self.fail(status_code, message)
+
+    def allowed(self) -> list[str]:
+        """The methods this handler serves (a 405's ``Allow``)."""
+        return [
+            m for m in ("GET", "POST") if getattr(type(self), m.lower()) is not getattr(
+                tornado.web.RequestHandler, m.lower()
+            )
+        ]  # fmt: skip
+
+    def head(self, *args: str) -> None:
+        raise tornado.web.HTTPError(405)  # HEAD is not served; a 405 names what is
+
+    def require_secret(self) -> None:
+        """A runtime control: the cluster secret as a bearer token, else 401."""
+        refused = self.host.auth.check_token(self.request.headers.get("Authorization"))
+        if refused is not None:
+            self.set_header("WWW-Authenticate", 'Bearer realm="paxgos"')
+            raise ClientError(401, refused)
 
 
 class NotFoundHandler(BaseHandler):
@@ -240,8 +261,12 @@ class ProtocolHandler(BaseHandler):
         """``GET /learn?from=&limit=&sender=``: chosen entries for a peer catching up."""
         if self.message_type is not Learn:
             raise tornado.web.HTTPError(405)
+        signature = self.request.headers.get(SIGNATURE)
+        refused = self.host.auth.check_request("GET", self.request.uri or "", b"", signature)
+        if refused is not None:
+            raise ClientError(401, refused)
         start = self.int_arg("from", 1, 1, INT64_MAX)
-        limit = self.int_arg("limit", DEFAULT_PAGE, 1, 100_000)
+        limit = self.int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
         sender = self.int_arg("sender", 0, 0, len(self.host.urls) - 1)
         if self.host.faults.active():
             await self.host.faults.delay()
@@ -249,21 +274,36 @@ class ProtocolHandler(BaseHandler):
         limit = max(0, min(limit, node.commit - start + 1))
         entries = await self.host.read_chosen(start, limit) if limit else []
         reply = node.answer_catchup(CatchupRequest(sender, start, max(limit, 1)), entries)
+        body = encode(reply)
         self.set_header("Content-Type", "application/json")
-        self.write(encode(reply))
+        if self.host.auth.enabled:
+            self.set_header(SIGNATURE, self.host.auth.sign_reply(signature or "", 200, body))
+        self.write(body)
+
+    def allowed(self) -> list[str]:
+        return ["GET", "POST"] if self.message_type is Learn else ["POST"]
 
 
 class FaultHandler(BaseHandler):
     """``GET /fault``: the node's injected faults.  ``POST /fault/slow?ms=N`` delays every
     protocol message this node handles by N ms; ``POST /fault/stall`` holds them all;
-    ``POST /fault/heal`` removes both."""
+    ``POST /fault/heal`` removes both.  The POSTs need the cluster secret
+    (``Authorization: Bearer <secret>``)."""
+
+    ACTIONS = ("slow", "stall", "heal")
+
+    def allowed(self) -> list[str]:
+        return ["POST"] if self.path_args and self.path_args[0] else ["GET"]
 
     def get(self, action: str = "") -> None:
         if action:
-            raise tornado.web.HTTPError(405)
+            if action in self.ACTIONS:
+                raise tornado.web.HTTPError(405)
+            raise ClientError(404, f"no such path: {self.request.path}")
         self.send_json(self.host.faults.state())
 
     def post(self, action: str = "") -> None:
+        self.require_secret()
         faults = self.host.faults
         if action == "slow":
             faults.set_slow(self.int_arg("ms", 1000, 0, 3_600_000) / 1000)

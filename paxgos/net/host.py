@@ -37,6 +37,7 @@ from paxgos.core import Node, Outcome, Persist, Ready
 from paxgos.core.messages import ChosenEntry, Message
 from paxgos.core.release import Pipeline, Step
 from paxgos.net.answers import StorageFailed
+from paxgos.net.auth import PeerAuth
 from paxgos.net.faults import FaultInjector
 from paxgos.net.transport import Transport
 from paxgos.storage import Store
@@ -128,14 +129,17 @@ class NodeHost:
         request_timeout: float = REQUEST_TIMEOUT,
         peer_timeout: float = PEER_TIMEOUT,
         tick_interval: float = TICK_INTERVAL,
+        auth: PeerAuth | None = None,
     ):
         self.node = node
+        #: Signs and checks peer messages (``PeerAuth(None)``: an insecure node).
+        self.auth = auth if auth is not None else PeerAuth(None)
         self.store = store
         self.urls = urls
         self.faults = faults
         self.request_timeout = request_timeout
         self.tick_interval = tick_interval
-        self.transport = Transport(self, urls, peer_timeout)
+        self.transport = Transport(self, urls, peer_timeout, self.auth)
         self.failed: str | None = None
         self.store_writes = 0  # group commits to a durable store (one fsync each)
         self.store_records = 0  # Readys' Persist records they carried

@@ -7,11 +7,21 @@ on a 2-core machine the leader's core is the limit.  So ``NodeDelegate`` sits in
 ``Application``: requests for ``/propose`` go to ``ProposeRequest`` and protocol messages to
 ``MessageRequest``, bare ``HTTPMessageDelegate``s; every other request goes to the application
 unchanged.  The answers themselves come from ``paxgos.net.answers``, as for every endpoint.
+
+Every request is screened here before any handler sees it (``paxgos.net.auth`` says why):
+
+- a request that changes state (``/propose``, ``/autopropose``, every ``POST``) from another
+  site's web page is 403;
+- a peer message must be signed with the cluster secret, else 401; its answer is signed;
+- a body larger than its endpoint takes is 413 before it is read: a peer message at most
+  ``MAX_MESSAGE_BYTES``, every other endpoint none at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,12 +35,34 @@ from tornado.httputil import (
     ResponseStartLine,
 )
 
-from paxgos.core.messages import Accept, Learn, Message, MessageError, Prepare, decode, encode
+from paxgos.core.messages import (
+    INT64_MIN,
+    MAX_BATCH,
+    Accept,
+    Learn,
+    Message,
+    MessageError,
+    Prepare,
+    decode,
+    encode,
+)
 from paxgos.net.answers import Answer, BadValue, error, outcome_answer, parse_int64
+from paxgos.net.auth import SIGNATURE, foreign
+from paxgos.net.guard import ConnectionGuard
 from paxgos.net.host import NodeHost
+from paxgos.net.ratelog import RateLimitedLog
 
 PREFIX = "/propose"
 PROTOCOL: dict[str, type] = {"/prepare": Prepare, "/accept": Accept, "/learn": Learn}
+
+#: The largest peer message body: an Accept of ``MAX_BATCH`` values, each at most as long as
+#: the longest 64-bit integer and a comma, plus room for the other fields.
+MAX_MESSAGE_BYTES = MAX_BATCH * (len(str(INT64_MIN)) + 1) + 4096
+
+#: Paths a browser's page must not reach with any method (they change state even on GET).
+WRITES = (PREFIX, "/autopropose")
+
+rated = RateLimitedLog(logging.getLogger("paxgos.net"))
 
 
 class FastRequest(HTTPMessageDelegate):
@@ -48,7 +80,7 @@ class FastRequest(HTTPMessageDelegate):
         pass  # the outcome arrives anyway; writing it to a closed stream is a no-op
 
     def send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        if status != 204:
+        if status not in (204, 304):
             headers["Content-Length"] = str(len(body))
         start = ResponseStartLine("HTTP/1.1", status, _REASONS.get(status, ""))
         self.connection.write_headers(start, HTTPHeaders(headers), body)
@@ -73,7 +105,8 @@ class ProposeRequest(FastRequest):
         self.as_json = "application/json" in headers.get("Accept", "")
         path = self.uri.split("?", 1)[0]
         if start_line.method != "GET":
-            self.answer = error(405, f"method {start_line.method} not allowed on {path}")
+            refused = error(405, f"method {start_line.method} not allowed on {path}")
+            self.answer = dataclasses.replace(refused, allow="GET")
             return
         raw = unquote(path[len(PREFIX) + 1 :]) if path.startswith(PREFIX + "/") else ""
         try:
@@ -104,17 +137,30 @@ class MessageRequest(FastRequest):
         super().__init__(host, connection)
         self.message_type = message_type
         self.chunks: list[bytes] = []
+        self.target = ""
+        self.signature: str | None = None
 
     def headers_received(self, start_line: Any, headers: HTTPHeaders) -> None:
         self.as_json = "application/json" in headers.get("Accept", "")
+        self.target = start_line.path
+        self.signature = headers.get(SIGNATURE)
 
     def data_received(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
 
     def finish(self) -> None:
         host = self.host
+        body = b"".join(self.chunks)
+        refused = host.auth.check_request("POST", self.target, body, self.signature)
+        if refused is not None:
+            rated.warning(
+                "unsigned", "node %d: refused a peer message to %s: %s",
+                host.node.id, self.target, refused,
+            )  # fmt: skip
+            self.respond(error(401, refused))
+            return
         try:
-            msg = decode(b"".join(self.chunks), expect=self.message_type)
+            msg = decode(body, expect=self.message_type)
         except MessageError as exc:
             self.respond(error(400, str(exc)))
             return
@@ -132,19 +178,45 @@ class MessageRequest(FastRequest):
 
     def replied(self, result: Any) -> None:
         """The core's response message, None, or the exception that stopped it."""
+        auth = self.host.auth
         if isinstance(result, Exception):
             self.respond(error(503, str(result)))
         elif result is None:
-            self.send(204, {}, b"")
+            signed = {SIGNATURE: auth.sign_reply(self.signature or "", 204, b"")}
+            self.send(204, signed if auth.enabled else {}, b"")
         else:
-            self.send(200, {"Content-Type": "application/json"}, encode(result))
+            body = encode(result)
+            headers = {"Content-Type": "application/json"}
+            if auth.enabled:
+                headers[SIGNATURE] = auth.sign_reply(self.signature or "", 200, body)
+            self.send(200, headers, body)
+
+
+class Refused(FastRequest):
+    """A request answered with ``answer`` as soon as its head is in; its body is never read
+    (the connection closes after the answer)."""
+
+    def __init__(self, host: NodeHost, connection: HTTPConnection, answer: Answer):
+        super().__init__(host, connection)
+        self.answer = answer
+
+    def headers_received(self, start_line: Any, headers: HTTPHeaders) -> None:
+        self.as_json = "application/json" in headers.get("Accept", "")
+        self.connection.set_max_body_size(0)  # whatever body follows is not read
+        self.respond(self.answer)
+
+    def finish(self) -> None:
+        pass  # answered already
 
 
 _REASONS = {
     200: "OK",
     307: "Temporary Redirect",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     405: "Method Not Allowed",
+    413: "Content Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -161,15 +233,44 @@ class _Dispatch(HTTPMessageDelegate):
         self.inner: HTTPMessageDelegate | None = None
 
     def headers_received(self, start_line: Any, headers: HTTPHeaders) -> Any:
+        host = self.owner.host
         path = start_line.path
-        message_type = PROTOCOL.get(path) if start_line.method == "POST" else None
-        if message_type is not None:
-            self.inner = MessageRequest(self.owner.host, self.connection, message_type)
+        method = start_line.method
+        message_type = PROTOCOL.get(path) if method == "POST" else None
+        refused = self.screen(method, path, headers, message_type is not None)
+        if refused is not None:
+            self.inner = Refused(host, self.connection, refused)
+        elif message_type is not None:
+            self.inner = MessageRequest(host, self.connection, message_type)
+            self.connection.set_max_body_size(MAX_MESSAGE_BYTES)
         elif path == PREFIX or path.startswith(PREFIX + "/") or path.startswith(PREFIX + "?"):
-            self.inner = ProposeRequest(self.owner.host, self.connection)
+            self.inner = ProposeRequest(host, self.connection)
         else:
             self.inner = self.owner.app.start_request(self.server_conn, self.connection)
         return self.inner.headers_received(start_line, headers)
+
+    def screen(
+        self, method: str, path: str, headers: HTTPHeaders, peer_message: bool
+    ) -> Answer | None:
+        """The answer that refuses this request before it is read any further, or ``None``."""
+        if method != "GET" and method != "HEAD" or path.startswith(WRITES):
+            why = foreign(
+                headers.get("Origin"),
+                headers.get("Sec-Fetch-Site"),
+                headers.get("Host"),
+                self.owner.origin,
+            )
+            if why is not None:
+                return error(403, why)
+        length = headers.get("Content-Length")
+        if length is not None and length != "0" or "Transfer-Encoding" in headers:
+            if not peer_message:
+                return error(413, f"{method} {path.split('?', 1)[0]} takes no request body")
+            if length is not None and not (
+                length.isdigit() and len(length) < 12 and int(length) <= MAX_MESSAGE_BYTES
+            ):
+                return error(413, f"a peer message is at most {MAX_MESSAGE_BYTES} bytes")
+        return None
 
     def data_received(self, chunk: bytes) -> Any:
         assert self.inner is not None
@@ -177,9 +278,11 @@ class _Dispatch(HTTPMessageDelegate):
 
     def finish(self) -> None:
         assert self.inner is not None
+        self.owner.guard.read(self.connection)
         self.inner.finish()
 
     def on_connection_close(self) -> None:
+        self.owner.guard.read(self.connection)
         if self.inner is not None:
             self.inner.on_connection_close()
 
@@ -187,11 +290,14 @@ class _Dispatch(HTTPMessageDelegate):
 class NodeDelegate(HTTPServerConnectionDelegate):
     """The node's HTTP server delegate: ``/propose`` on the fast path, the rest to ``app``."""
 
-    def __init__(self, app: tornado.web.Application, host: NodeHost):
+    def __init__(self, app: tornado.web.Application, host: NodeHost, guard: ConnectionGuard):
         self.app = app
         self.host = host
+        self.guard = guard
+        self.origin = host.urls[host.node.id]
 
     def start_request(self, server_conn: object, request_conn: HTTPConnection) -> _Dispatch:
+        self.guard.waits(request_conn)
         return _Dispatch(self, server_conn, request_conn)
 
     def on_close(self, server_conn: object) -> None:

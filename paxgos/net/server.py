@@ -18,12 +18,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import tornado.web
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
 from paxgos.core import Config, Node
+from paxgos.net.auth import PeerAuth, SecretError, read_secret, secret_path
 from paxgos.net.faults import FaultFlags, FaultInjector
+from paxgos.net.guard import ConnectionGuard, NodeServer, raise_fd_limit
 from paxgos.net.handlers import NotFoundHandler, routes
 from paxgos.net.host import PEER_TIMEOUT, REQUEST_TIMEOUT, NodeHost
 from paxgos.net.propose import NodeDelegate
@@ -43,7 +44,7 @@ class NodeOptions:
     urls: list[str]
     storage: str = "sqlite"
     data_dir: str = "paxgos-data"
-    cluster_id: str = "paxgos"
+    cluster_id: str = ""  # required with sqlite: there is no shared default
     fresh: bool = False
     db_max_pages: int | None = None
     faults: FaultFlags = field(default_factory=FaultFlags)
@@ -55,6 +56,10 @@ class NodeOptions:
     min_batch: int = 32
     linger: float = 0.004
     election_timeout: float = Config.election_timeout
+    #: The cluster secret's file (``None``: ``DATA_DIR/secret``); see ``paxgos.net.auth``.
+    secret_file: str | None = None
+    #: Run with no secret: peer messages and controls unauthenticated.
+    insecure: bool = False
 
 
 class StartupError(Exception):
@@ -86,6 +91,8 @@ def open_store(options: NodeOptions) -> Store:
         return MemoryStore()
     if options.storage != "sqlite":
         raise StartupError(f"unknown storage {options.storage!r}")
+    if not options.cluster_id:
+        raise StartupError("no cluster id: pass --cluster-id NAME (the same on every node)")
     path = store_path(options.data_dir, options.node_id)
     if options.fresh:
         for suffix in ("", "-wal", "-shm", ".lock"):
@@ -95,6 +102,23 @@ def open_store(options: NodeOptions) -> Store:
             path, options.cluster_id, options.node_id, max_pages=options.db_max_pages
         )
     except StorageError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def peer_auth(options: NodeOptions) -> PeerAuth:
+    """The node's ``PeerAuth``: its secret, or none under ``--insecure``; ``StartupError`` if
+    it has neither."""
+    if options.insecure:
+        return PeerAuth(None)
+    path = options.secret_file or secret_path(options.data_dir)
+    if options.secret_file is None and not Path(path).exists():
+        raise StartupError(
+            f"no cluster secret: {path} does not exist; pass --secret-file FILE (the "
+            "supervisor writes DATA_DIR/secret), or --insecure to run unauthenticated"
+        )
+    try:
+        return PeerAuth(read_secret(path))
+    except SecretError as exc:
         raise StartupError(str(exc)) from None
 
 
@@ -121,6 +145,7 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         election_timeout=options.election_timeout,
         seed=int.from_bytes(os.urandom(8), "big"),  # this node's election timer draws
     )
+    auth = peer_auth(options)
     store = open_store(options)
     try:
         stored = store.load()
@@ -135,6 +160,7 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         FaultInjector(options.faults),
         request_timeout=options.request_timeout,
         peer_timeout=options.peer_timeout,
+        auth=auth,
     )
     app = tornado.web.Application(
         routes(host),
@@ -156,13 +182,17 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     # frees them).  Collect young objects less often, and keep start-up objects out of it.
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     gc.freeze()
+    raise_fd_limit()
     sockets = listen(options.urls[options.node_id])
     host, app = build(options)
-    server = HTTPServer(NodeDelegate(app, host))
+    guard = ConnectionGuard()
+    server = NodeServer(NodeDelegate(app, host, guard), guard=guard)
     # Tornado arms a header timer for every request read (idle_connection_timeout, at least an
     # hour); at thousands of proposals a second that timer is a measurable share of the CPU.
+    # The guard's sweep bounds the same wait (``paxgos.net.guard``).
     server.conn_params.header_timeout = None
     server.add_sockets(sockets)
+    guard.start()
     host.start()
     role = "initial leader" if options.node_id == host.node.config.initial_leader else "follower"
     where = (
@@ -173,6 +203,12 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
         options.node_id, options.urls[options.node_id], role, len(options.urls), where,
         host.node.commit,
     )  # fmt: skip
+    if not host.auth.enabled:
+        log.warning(
+            "node %d: --insecure: peer messages and fault controls are NOT authenticated; "
+            "anyone who reaches this port can forge protocol messages",
+            options.node_id,
+        )
     if not host.store.durable:
         log.warning(
             "node %d: --storage memory is NOT durable: a restarted node forgets its promises "
@@ -195,4 +231,5 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     await stop.wait()
     log.info("node %d stopping", options.node_id)
     server.stop()
+    guard.stop()
     host.stop()
