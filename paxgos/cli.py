@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from paxgos.net.faults import FaultFlags
 from paxgos.net.host import TICK_INTERVAL
@@ -95,7 +96,7 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--db-max-pages",
-        type=int,
+        type=positive,
         default=None,
         metavar="N",
         help="fault injection: cap the SQLite file at N pages to simulate a full disk",
@@ -181,6 +182,22 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help=f"longest wait of a batch smaller than --min-batch (default {seconds(NODE.linger)})",
     )
     parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="serve HTTPS with this certificate (PEM) and present it to peers; peer URLs are "
+        "then https://",
+    )
+    parser.add_argument("--tls-key", default=None, metavar="FILE", help="the key of --tls-cert")
+    parser.add_argument(
+        "--tls-ca",
+        default=None,
+        metavar="FILE",
+        help="CA bundle (PEM) that peers' certificates must be signed by, as etcd's "
+        "--peer-trusted-ca-file with --peer-client-cert-auth: protocol messages need a client "
+        "certificate from it; clients may connect without one",
+    )
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="run with no cluster secret: peer messages and fault controls are NOT "
@@ -214,6 +231,9 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         election_timeout=args.election_timeout,
         secret_file=args.secret_file,
         insecure=args.insecure,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
     )
 
 
@@ -248,6 +268,13 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         args.log_level,
     ]
     words += ["--data-dir", args.data_dir, "--cluster-id", args.cluster_id]
+    for flag, value in (
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+        ("--tls-ca", args.tls_ca),
+    ):
+        if value is not None:
+            words += [flag, str(Path(value).resolve())]
     if args.insecure:
         words.append("--insecure")
     else:
@@ -328,6 +355,19 @@ def cluster_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tls_problem(args: argparse.Namespace, urls: Sequence[str]) -> str | None:
+    """Why the TLS options do not fit together (or with the URLs), or ``None``."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return "--tls-cert and --tls-key go together"
+    if args.tls_ca is not None and args.tls_cert is None:
+        return "--tls-ca needs --tls-cert and --tls-key (peers present their certificate)"
+    scheme = "https" if args.tls_cert else "http"
+    wrong = [u for u in urls if not u.startswith(scheme + "://")]
+    if wrong:
+        return f"with{'' if args.tls_cert else 'out'} --tls-cert every peer URL is {scheme}://"
+    return None
+
+
 def run_node(argv: Sequence[str]) -> int:
     args = node_parser().parse_args(argv)
     urls = [u.strip().rstrip("/") for u in args.peers.split(",") if u.strip()]
@@ -336,6 +376,10 @@ def run_node(argv: Sequence[str]) -> int:
         return 2
     if not 0 <= args.id < len(urls):
         print(f"paxgos node: --id must be between 0 and {len(urls) - 1}", file=sys.stderr)
+        return 2
+    problem = tls_problem(args, urls)
+    if problem:
+        print(f"paxgos node: {problem}", file=sys.stderr)
         return 2
     if args.cluster_id is None:  # the id the supervisor kept with this data, if any
         from paxgos.net.server import cluster_id_path, stored_cluster_id

@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from paxgos.cli import passthrough
 from paxgos.net.auth import secret_path, write_secret
@@ -94,13 +96,22 @@ def wait_ready(urls: list[str], procs: list[subprocess.Popen[str]], timeout: flo
             if procs[i].poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(urls[i] + "/status", timeout=0.5) as response:
+                with open_status(urls[i]) as response:
                     if json.load(response).get("leader") is not None:
                         pending.discard(i)
             except (OSError, ValueError):
                 pass
         time.sleep(0.05)
     return not pending
+
+
+#: How the supervisor checks its nodes' /status over HTTPS (against ``--tls-ca``), if it does.
+STATUS_TLS: ssl.SSLContext | None = None
+
+
+def open_status(url: str) -> Any:
+    """``GET url/status``, over HTTPS verified against ``--tls-ca`` when the nodes serve it."""
+    return urllib.request.urlopen(url + "/status", timeout=0.5, context=STATUS_TLS)
 
 
 def stop_all(procs: list[subprocess.Popen[str]]) -> None:
@@ -254,7 +265,7 @@ def announce_back(member: Member, stopping: threading.Event, timeout: float = 15
         if proc.poll() is not None:
             return
         try:
-            with urllib.request.urlopen(member.url + "/status", timeout=0.5):
+            with open_status(member.url):
                 say(f"node {member.node_id} is back (pid {proc.pid})")
                 return
         except OSError:
@@ -291,7 +302,10 @@ def run_cluster(args: argparse.Namespace) -> int:
         if problem:
             say(problem)
             return 1
-    urls = [f"http://{args.host}:{port}" for port in ports]
+    scheme = "https" if args.tls_cert else "http"
+    urls = [f"{scheme}://{args.host}:{port}" for port in ports]
+    global STATUS_TLS
+    STATUS_TLS = ssl.create_default_context(cafile=args.tls_ca) if args.tls_cert else None
     data_dir = Path(args.data_dir)
     try:
         identity = prepare_data_dir(data_dir, nodes, args.fresh)

@@ -156,6 +156,22 @@ class PeerAuth:
         return None
 
 
+def certificate_missing(stream: object) -> str | None:
+    """Why a connection may not carry peer messages under ``--tls-ca`` (no client certificate
+    verified by the CA; the TLS handshake already refused one that does not verify), or
+    ``None``."""
+    sock = getattr(stream, "socket", None)
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return "peer messages need TLS with a client certificate"
+    try:
+        if getpeercert():
+            return None
+    except ValueError:  # handshake not done
+        pass
+    return "peer messages need a client certificate signed by the cluster's CA"
+
+
 def _plain_host(host: str) -> str:
     """``host`` of a ``Host`` header, without its port or IPv6 brackets."""
     if host.startswith("["):

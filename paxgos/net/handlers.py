@@ -28,7 +28,7 @@ from paxgos.core.messages import (
     encode,
 )
 from paxgos.net.answers import INTEGER, Answer, error, outcome_answer
-from paxgos.net.auth import SIGNATURE
+from paxgos.net.auth import SIGNATURE, certificate_missing
 from paxgos.net.host import NodeHost
 
 #: Largest page of ``GET /`` and largest ``/autopropose`` batch.
@@ -263,6 +263,8 @@ class ProtocolHandler(BaseHandler):
             raise tornado.web.HTTPError(405)
         signature = self.request.headers.get(SIGNATURE)
         refused = self.host.auth.check_request("GET", self.request.uri or "", b"", signature)
+        if refused is None and self.host.peer_cert_required:
+            refused = certificate_missing(self.request.connection.stream)  # type: ignore[attr-defined]
         if refused is not None:
             raise ClientError(401, refused)
         start = self.int_arg("from", 1, 1, INT64_MAX)

@@ -27,6 +27,7 @@ import collections
 import concurrent.futures
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -130,16 +131,19 @@ class NodeHost:
         peer_timeout: float = PEER_TIMEOUT,
         tick_interval: float = TICK_INTERVAL,
         auth: PeerAuth | None = None,
+        peer_tls: ssl.SSLContext | None = None,
     ):
         self.node = node
         #: Signs and checks peer messages (``PeerAuth(None)``: an insecure node).
         self.auth = auth if auth is not None else PeerAuth(None)
+        #: Whether a peer message must come with a verified client certificate (``--tls-ca``).
+        self.peer_cert_required = False
         self.store = store
         self.urls = urls
         self.faults = faults
         self.request_timeout = request_timeout
         self.tick_interval = tick_interval
-        self.transport = Transport(self, urls, peer_timeout, self.auth)
+        self.transport = Transport(self, urls, peer_timeout, self.auth, ssl_context=peer_tls)
         self.failed: str | None = None
         self.store_writes = 0  # group commits to a durable store (one fsync each)
         self.store_records = 0  # Readys' Persist records they carried

@@ -47,7 +47,7 @@ from paxgos.core.messages import (
     encode,
 )
 from paxgos.net.answers import Answer, BadValue, error, outcome_answer, parse_int64
-from paxgos.net.auth import SIGNATURE, foreign
+from paxgos.net.auth import SIGNATURE, certificate_missing, foreign
 from paxgos.net.guard import ConnectionGuard
 from paxgos.net.host import NodeHost
 from paxgos.net.ratelog import RateLimitedLog
@@ -152,6 +152,8 @@ class MessageRequest(FastRequest):
         host = self.host
         body = b"".join(self.chunks)
         refused = host.auth.check_request("POST", self.target, body, self.signature)
+        if refused is None and host.peer_cert_required:
+            refused = certificate_missing(self.connection.stream)  # type: ignore[attr-defined]
         if refused is not None:
             rated.warning(
                 "unsigned", "node %d: refused a peer message to %s: %s",

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,11 @@ class NodeOptions:
     secret_file: str | None = None
     #: Run with no secret: peer messages and controls unauthenticated.
     insecure: bool = False
+    #: HTTPS: this node's certificate and key (PEM), and the CA its peers' certificates must
+    #: be signed by (then protocol messages need a client certificate).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
 
 class StartupError(Exception):
@@ -122,6 +128,37 @@ def peer_auth(options: NodeOptions) -> PeerAuth:
         raise StartupError(str(exc)) from None
 
 
+def server_tls(options: NodeOptions) -> ssl.SSLContext | None:
+    """The HTTPS context the node serves with (``None``: plain HTTP); ``StartupError`` for a
+    certificate or key that cannot be loaded."""
+    if options.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(options.tls_cert, options.tls_key)
+        if options.tls_ca is not None:
+            context.load_verify_locations(options.tls_ca)
+            # Clients (curl, Locust) may come without a certificate; a peer message needs one
+            # (``paxgos.net.propose``); a certificate that is presented must verify.
+            context.verify_mode = ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load the TLS certificate, key or CA: {exc}") from None
+    return context
+
+
+def peer_tls(options: NodeOptions) -> ssl.SSLContext | None:
+    """The context the node connects to its peers with: it verifies them against ``--tls-ca``
+    (else the system's CAs) and presents the node's own certificate."""
+    if options.tls_cert is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=options.tls_ca)
+        context.load_cert_chain(options.tls_cert, options.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load the TLS certificate, key or CA: {exc}") from None
+    return context
+
+
 def listen(url: str) -> list[socket.socket]:
     """Bind the node's listening socket(s), or ``StartupError`` naming the port."""
     parts = urlsplit(url)
@@ -161,7 +198,11 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         request_timeout=options.request_timeout,
         peer_timeout=options.peer_timeout,
         auth=auth,
+        peer_tls=peer_tls(options),
     )
+    # With a CA, a peer message must come with a certificate signed by it (etcd's
+    # --peer-client-cert-auth); the secret is checked as well.
+    host.peer_cert_required = options.tls_ca is not None
     app = tornado.web.Application(
         routes(host),
         default_handler_class=NotFoundHandler,
@@ -186,7 +227,9 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     sockets = listen(options.urls[options.node_id])
     host, app = build(options)
     guard = ConnectionGuard()
-    server = NodeServer(NodeDelegate(app, host, guard), guard=guard)
+    server = NodeServer(
+        NodeDelegate(app, host, guard), guard=guard, ssl_options=server_tls(options)
+    )
     # Tornado arms a header timer for every request read (idle_connection_timeout, at least an
     # hour); at thousands of proposals a second that timer is a measurable share of the CPU.
     # The guard's sweep bounds the same wait (``paxgos.net.guard``).
