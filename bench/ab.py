@@ -1,6 +1,7 @@
 """An alternating A/B of two revisions' nodes under wrk: which one commits faster, on this host.
 
     python bench/ab.py --a ec87fd2 --b HEAD [--rounds 4] [--connections 64] [--duration 8]
+    python bench/ab.py --a HEAD --a-args=--insecure --b HEAD    # what authentication costs
 
 Each revision is checked out (``git worktree``) into a temporary directory, and the rounds
 alternate A, B, B, A, A, B, ...: every run starts a fresh durable 5-node cluster whose nodes
@@ -8,6 +9,8 @@ import ``paxgos`` from that revision's checkout (``PYTHONPATH``), runs wrk for `
 seconds on ``/propose`` at the leader (node 0), and stops it.  Alternating inside one run is
 what makes the comparison fair on a host whose speed drifts by tens of percent within minutes.
 It prints every round, the mean of each side, and B's ratio to A; and which process was busiest.
+``--a-args``/``--b-args`` add node options to one side.  A revision from before the cluster
+secret (no ``paxgos/net/auth.py``) is run the way it was: without a secret or cluster id.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
-def one_round(source: Path, workdir: Path, connections: int, duration: int) -> dict[str, float]:
+def one_round(
+    source: Path, workdir: Path, connections: int, duration: int, node_args: list[str]
+) -> dict[str, float]:
     env = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(source)  # the nodes (children) import this revision
+    identity = (source / "paxgos" / "net" / "auth.py").exists()
     try:
-        with LocalNodes(5, workdir) as nodes:
+        with LocalNodes(5, workdir, node_args, identity=identity) as nodes:
             nodes.start()
             run_wrk(nodes.urls[0] + "/propose/", connections, 2)  # warm-up
             pids = {i: p.pid for i, p in enumerate(nodes.procs) if p is not None}
@@ -67,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="rounds per side (default 4)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=8, help="seconds of wrk per round")
+    parser.add_argument("--a-args", default="", help="node options of side A only")
+    parser.add_argument("--b-args", default="", help="node options of side B only")
     args = parser.parse_args(argv)
+    node_args = {"A": args.a_args.split(), "B": args.b_args.split()}
     with tempfile.TemporaryDirectory(prefix="paxgos-ab-") as tmp:
         sides = {"A": checkout(args.a, Path(tmp) / "a"), "B": checkout(args.b, Path(tmp) / "b")}
         results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 for side in order:
                     source = sides[side]
                     work = Path(tmp) / f"run-{side}-{r}"
-                    res = one_round(source, work, args.connections, args.duration)
+                    res = one_round(source, work, args.connections, args.duration, node_args[side])
                     results[side].append(res)
                     print(
                         f"round {r + 1} {side}: {res['requests_per_s']:8.0f} commits/s  "
@@ -99,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         for a, b in zip(results["A"], results["B"], strict=True)
     )
     print(
-        f"A {args.a}: {mean['A']:.0f} commits/s, p99 {p99['A']:.2f} ms; "
-        f"B {args.b}: {mean['B']:.0f} commits/s, p99 {p99['B']:.2f} ms; "
+        f"A {args.a} {args.a_args}: {mean['A']:.0f} commits/s, p99 {p99['A']:.2f} ms; "
+        f"B {args.b} {args.b_args}: {mean['B']:.0f} commits/s, p99 {p99['B']:.2f} ms; "
         f"B/A {mean['B'] / mean['A']:.3f} (B faster in {wins} of {args.rounds} rounds)"
     )
     return 0

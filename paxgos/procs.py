@@ -46,6 +46,7 @@ class LocalNodes:
         extra_args: list[str] | None = None,
         urls: Sequence[str] | None = None,
         prefix: Callable[[int], Sequence[str]] | None = None,
+        identity: bool = True,
     ):
         self.count = count
         self.workdir = Path(workdir)
@@ -59,6 +60,9 @@ class LocalNodes:
             kept.write_text(uuid.uuid4().hex[:12] + "\n")
         self.cluster_id = kept.read_text().strip()
         self.secret_file = str(secret)
+        #: Whether ``command`` adds the cluster id and secret (off for revisions of Paxgos
+        #: older than both, which ``bench/ab.py`` may compare against).
+        self.identity = identity
         if urls is None:
             ports = free_ports("127.0.0.1", count)
             urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -73,7 +77,7 @@ class LocalNodes:
     @property
     def secret(self) -> str | None:
         """The cluster secret the nodes run with (``None`` under ``--insecure``)."""
-        if "--insecure" in self.extra_args:
+        if "--insecure" in self.extra_args or not self.identity:
             return None
         return read_secret(self.workdir / self._arg("--secret-file", self.secret_file)).decode()
 
@@ -85,6 +89,8 @@ class LocalNodes:
         identity = ["--cluster-id", self._arg("--cluster-id", self.cluster_id)]
         if "--insecure" not in self.extra_args:
             identity += ["--secret-file", self._arg("--secret-file", self.secret_file)]
+        if not self.identity:
+            identity = []
         return [
             *(self.prefix(i) if self.prefix else []),
             sys.executable, "-m", "paxgos", "node", "--id", str(i),
