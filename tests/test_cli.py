@@ -241,3 +241,52 @@ def test_supervisor_reuses_its_data_dir_and_fresh_starts_empty(tmp_path: Path) -
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)  # every node stopped: the next run may open their files
             finish(proc)
+
+
+def run_supervisor(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The supervisor run to its end (it refuses to start in these tests)."""
+    return subprocess.run(
+        [sys.executable, "-m", "paxgos", "--starting-port", "0", *args],
+        capture_output=True, text=True, timeout=30, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_supervisor_refuses_data_of_another_size_or_without_its_identity(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = start_supervisor(
+        tmp_path, "--nodes", "3", "--starting-port", "0", "--data-dir", str(data)
+    )
+    try:
+        read_node_lines(proc, 3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        finish(proc)
+    assert sorted(p.name for p in data.iterdir()) == [
+        "cluster-id", "cluster-size", "node-0", "node-1", "node-2", "secret",
+    ]  # fmt: skip
+    result = run_supervisor(tmp_path, "--nodes", "5", "--data-dir", str(data))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"paxgos: {data} holds a 3-node cluster; run it with --nodes 3, or pass --fresh to start "
+        "a new one (majorities of different sizes do not overlap)"
+    )
+    assert not (data / "node-3").exists()
+    (data / "cluster-id").unlink()  # lost: it must not be silently replaced
+    result = run_supervisor(tmp_path, "--nodes", "3", "--data-dir", str(data))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"paxgos: {data}/cluster-id is missing but {data} holds node data "
+        "(node-0/paxgos.db...); restore the file, or pass --fresh to start empty"
+    )
+    assert not (data / "cluster-id").exists()
+
+
+def test_supervisor_on_a_data_dir_it_cannot_write_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the data dir's parent should be: even root cannot
+    result = run_supervisor(tmp_path, "--nodes", "3", "--data-dir", str(blocker / "data"))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip() == f"paxgos: cannot use data dir {blocker / 'data'}: Not a directory"
+    )
