@@ -390,10 +390,13 @@ def main(argv: list[str] | None = None) -> int:
                 faults.heal_all()
             stop_locust(locust)
             print("bench: load stopped; waiting for the nodes to converge", file=sys.stderr)
-            nodes.wait_converged(timeout=120)
+            ops = load_recorded(ops_path)
+            # Every node must list every slot a client was told of before the logs are read: a
+            # commit index below it (a node's deferred write still on its way) is not a loss.
+            acknowledged = max((op.slot or 0 for op in ops), default=0)
+            nodes.wait_converged(timeout=120, at_least=acknowledged)
             logs = fetch_logs(nodes.urls, timeout=30)
             elections = leadership(nodes)
-        ops = load_recorded(ops_path)
     if not ops:
         print(f"bench: no ops were recorded; see {raw / 'locust.log'}", file=sys.stderr)
         return 2
