@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from paxgos import __version__
 from paxgos.net.faults import FaultFlags
 from paxgos.net.host import TICK_INTERVAL
 from paxgos.net.server import NodeOptions, StartupError, serve
@@ -301,6 +302,7 @@ def node_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paxgos node", description="Run one Paxgos node (acceptor, learner, proposer)."
     )
+    parser.add_argument("--version", action="version", version=f"paxgos {__version__}")
     parser.add_argument("--id", type=int, required=True, help="this node's index in --peers")
     parser.add_argument(
         "--peers",
@@ -336,6 +338,7 @@ def cluster_parser() -> argparse.ArgumentParser:
         description="Run a local Paxgos cluster, one process per node "
         "('paxgos node --help' runs a single node).",
     )
+    parser.add_argument("--version", action="version", version=f"paxgos {__version__}")
     parser.add_argument("--nodes", type=int, default=5, help="cluster size (at least 3; default 5)")
     parser.add_argument(
         "--starting-port",

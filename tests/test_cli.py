@@ -290,3 +290,14 @@ def test_supervisor_on_a_data_dir_it_cannot_write_is_a_one_line_error(tmp_path: 
     assert (
         result.stderr.strip() == f"paxgos: cannot use data dir {blocker / 'data'}: Not a directory"
     )
+
+
+def test_version() -> None:
+    from paxgos import __version__
+
+    for command in ([], ["node"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "paxgos", *command, "--version"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 0 and result.stdout == f"paxgos {__version__}\n"
