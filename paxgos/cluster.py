@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,19 @@ def node_dirs(data_dir: Path) -> list[int]:
         if suffix.isdigit() and (entry / "paxgos.db").exists():
             found.append(int(suffix))
     return sorted(found)
+
+
+def resumed_entries(data_dir: Path) -> dict[int, int]:
+    """Each existing node file's commit index (its highest chosen slot), read-only."""
+    entries = {}
+    for i in node_dirs(data_dir):
+        uri = f"file:{data_dir / f'node-{i}' / 'paxgos.db'}?mode=ro"
+        try:
+            with closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as conn:
+                entries[i] = conn.execute("SELECT COALESCE(MAX(slot), 0) FROM chosen").fetchone()[0]
+        except sqlite3.Error:
+            continue  # the node itself says what is wrong with its file
+    return entries
 
 
 def prepare_data_dir(data_dir: Path, nodes: int, fresh: bool) -> str:
@@ -317,6 +332,12 @@ def run_cluster(args: argparse.Namespace) -> int:
     if args.storage == "sqlite":
         state = "fresh" if args.fresh else "reused if present; --fresh starts empty"
         say(f"node data in {data_dir.resolve()}/node-<id>/paxgos.db ({state})")
+        entries = {} if args.fresh else resumed_entries(data_dir)
+        if entries:
+            say(
+                f"resuming cluster {identity} ({nodes} nodes): up to {max(entries.values())} "
+                f"committed entries on {len(entries)} node(s); --fresh starts empty"
+            )
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -232,6 +232,13 @@ def test_supervisor_reuses_its_data_dir_and_fresh_starts_empty(tmp_path: Path) -
         try:
             lines = read_node_lines(proc, 3)
             assert any(f"node data in {Path(data).resolve()}" in line for line in lines)
+            resumed = [line for line in lines if "resuming cluster" in line]
+            assert bool(resumed) == expect_listed, lines
+            if resumed:
+                identity = (Path(data) / "cluster-id").read_text().strip()
+                assert resumed[0].startswith(
+                    f"paxgos: resuming cluster {identity} (3 nodes): up to "
+                )
             url = next(m.group(2) for m in map(NODE_LINE.search, lines) if m)
             listed = "val 4242" in http_get(url + "/")[2]
             assert listed == expect_listed
