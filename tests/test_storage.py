@@ -215,7 +215,7 @@ def test_sqlite_uncommitted_transaction_is_gone_after_reopen(tmp_path: Path) -> 
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("UPDATE promise SET round = 99")
-        conn.executemany("INSERT INTO chosen VALUES (?, ?)", [(3, 1), (4, 2)])
+        conn.executemany("INSERT INTO chosen VALUES (?, ?, 0)", [(3, 1), (4, 2)])
     with open_sqlite(path) as s:  # close() without COMMIT rolled it back
         assert s.load() == before
 

@@ -1,11 +1,35 @@
 """A durable store in one SQLite file (standard library ``sqlite3``): the default for real nodes.
 
-Owns the on-disk format of a node's state::
+Owns the on-disk format of a node's state (format version 2)::
 
-    meta      (format_version, cluster_id, node_id)        one row: whose file this is
-    promise   (round, node)                                 one row: the promised ballot
-    accepted  (slot PRIMARY KEY, ballot_round, ballot_node, value NULL = no-op)
-    chosen    (slot PRIMARY KEY, value NULL = no-op)        always exactly slots 1..commit
+    meta      (format_version, cluster_id, node_id, crc)    one row: whose file this is
+    promise   (round, node, crc)                            one row: the promised ballot
+    accepted  (slot PRIMARY KEY, ballot_round, ballot_node, value NULL = no-op, crc)
+    chosen    (slot PRIMARY KEY, value NULL = no-op, crc)   always exactly slots 1..commit
+
+Checksums: every row carries ``crc``, the ``zlib.crc32`` of its fields packed as little-endian
+signed 64-bit integers (``struct`` ``<q``), in this order:
+
+    accepted  slot, ballot_round, ballot_node, value        (no-op: slot, round, node)
+    chosen    slot, value                                   (no-op: slot)
+    promise   round, node
+    meta      format_version, node_id, then cluster_id as UTF-8
+
+A no-op packs one integer fewer, which is its flag: no integer value packs the same way.  The
+slot is in the checksum, so a record that moved to another slot is damaged too.  SQLite has no
+row checksums of its own (``quick_check`` checks the b-tree, not what a cell holds): one changed
+byte in a stored value passes it, and without ``crc`` the node would serve the changed value.
+``load`` verifies the promise and every accepted row it returns, ``read_chosen`` every entry it
+returns, and opening verifies the meta row, and with ``quick_check`` (the default) every row of
+every table; a mismatch raises ``StorageError`` naming the file and the slot, and the value is
+never returned.  A checksum finds damage (a disk, a bad copy, a stray edit), not a forger: anyone
+who can write the file can recompute it.  Writes compute the checksums in C (``struct`` and
+``zlib`` called through ``map``), a fraction of a microsecond per row; see
+``bench/storage_bench.py``.
+
+Format 1 (the same tables without ``crc``) is migrated when opened: in one transaction, after
+``quick_check`` and the identity checks, every row gets its checksum and the version becomes 2
+(logged as a warning).  A migrated file's checksums vouch for what the file held then.
 
 Durability: the file runs in WAL mode.  ``write`` stores a whole batch of ``Persist`` records
 (many Readys: group commit) as one transaction, and ``sync`` fsyncs the write-ahead log file
@@ -21,12 +45,20 @@ busy event loop each retake waits).
 After a chosen slot is written, accepted rows at or below it are deleted: the accepted table
 only holds the (bounded) in-flight window, and the chosen table is the log.
 
-Refusal: a file that is not SQLite, fails ``PRAGMA quick_check``, belongs to another cluster or
-node, or has an unknown format version raises ``StorageError`` naming the file and the reason;
-a store never silently starts empty in place of a file it cannot use.  A second ``SQLiteStore``
-on the same file (another process, or the same one) is refused while the first is open, via an
-advisory ``flock`` on ``<file>.lock`` (POSIX only), because two acceptors sharing one promise
-would break Paxos.
+New files: only a missing file is a new node.  Its file is built complete (schema, identity,
+zero promise) as ``<file>.new``, fsynced, and renamed into place, so no crash can leave an empty
+or half-made file where the database goes; a stale ``<file>.new`` is discarded.
+
+Refusal: ``StorageError``, one line naming the file and the reason, for a file that is empty
+(zero bytes: it was truncated, and a promise and a log may be lost with it), not a regular file
+(a directory, a named pipe: checked with ``os.stat`` before anything opens it, since opening a
+pipe blocks), missing while its write-ahead log exists, not writable (SQLite would quietly open
+it read-only and fail at the first write), in a directory that is not writable, not SQLite,
+failing ``PRAGMA quick_check`` or a checksum, of another cluster or node, or of an unknown format
+version; a store never silently starts empty in place of a file it cannot use.  A second
+``SQLiteStore`` on the same file (another process, or the same one) is refused while the first is
+open, via an advisory ``flock`` on ``<file>.lock`` (POSIX only), because two acceptors sharing
+one promise would break Paxos.  ``max_pages`` (``--db-max-pages``) below 1 is refused too.
 
 Write failures (disk full, I/O error) raise ``StorageError`` after rolling the transaction
 back; the store then refuses every later write.  The caller must treat that as fatal and
@@ -45,16 +77,23 @@ connection of its own too.  ``commit_index()`` is a cached integer, free to read
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sqlite3
+import stat
+import struct
 import threading
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
+from itertools import chain, starmap
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 
 from paxgos.core import ZERO, Persist, StoredState
 from paxgos.core.ballot import Ballot
-from paxgos.core.messages import AcceptedEntry, ChosenEntry
+from paxgos.core.messages import AcceptedEntry, ChosenEntry, Value
 from paxgos.storage.base import StorageError, Store
 
 try:  # POSIX: an advisory lock keeps two stores off one file
@@ -62,50 +101,143 @@ try:  # POSIX: an advisory lock keeps two stores off one file
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger("paxgos.storage")
+
 #: macOS's "flush to the medium" fcntl, else None (``os.fdatasync`` does it elsewhere).
 _FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
 
-#: On-disk format written by this code; files of any other version are refused.
-FORMAT_VERSION = 1
+#: On-disk format written by this code: 2 has checksums.  Format 1 files are migrated to it;
+#: files of any other version are refused.
+FORMAT_VERSION = 2
 
 #: ``PRAGMA application_id`` of a Paxgos file ("Paxg"), so ``file(1)`` can tell what it is.
 APPLICATION_ID = 0x50617867
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
+#: How to put a damaged file right, at the end of every message about one.
+_RECOVER = "restore it, or delete it to start this node empty — it will catch up from the others"
+
 # CHECK(typeof(...)) instead of STRICT tables: STRICT needs SQLite 3.37, older than some Pythons
 # 3.10 ship with.  The checks stop a non-integer from ever being stored as TEXT or REAL.
-_SCHEMA = """
-CREATE TABLE meta (
+_TABLES = {
+    "meta": """CREATE TABLE meta (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     format_version INTEGER NOT NULL,
     cluster_id TEXT NOT NULL,
-    node_id INTEGER NOT NULL
-);
-CREATE TABLE promise (
+    node_id INTEGER NOT NULL,
+    crc INTEGER NOT NULL CHECK (typeof(crc) = 'integer')
+)""",
+    "promise": """CREATE TABLE promise (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     round INTEGER NOT NULL CHECK (typeof(round) = 'integer'),
-    node INTEGER NOT NULL CHECK (typeof(node) = 'integer')
-);
-CREATE TABLE accepted (
+    node INTEGER NOT NULL CHECK (typeof(node) = 'integer'),
+    crc INTEGER NOT NULL CHECK (typeof(crc) = 'integer')
+)""",
+    "accepted": """CREATE TABLE accepted (
     slot INTEGER PRIMARY KEY,
     ballot_round INTEGER NOT NULL CHECK (typeof(ballot_round) = 'integer'),
     ballot_node INTEGER NOT NULL CHECK (typeof(ballot_node) = 'integer'),
-    value INTEGER CHECK (value IS NULL OR typeof(value) = 'integer')
-);
-CREATE TABLE chosen (
+    value INTEGER CHECK (value IS NULL OR typeof(value) = 'integer'),
+    crc INTEGER NOT NULL CHECK (typeof(crc) = 'integer')
+)""",
+    "chosen": """CREATE TABLE chosen (
     slot INTEGER PRIMARY KEY,
-    value INTEGER CHECK (value IS NULL OR typeof(value) = 'integer')
-);
-"""
+    value INTEGER CHECK (value IS NULL OR typeof(value) = 'integer'),
+    crc INTEGER NOT NULL CHECK (typeof(crc) = 'integer')
+)""",
+}
+
+# -- checksums (the definitions are in the module docstring) ------------------------------------
+
+_crc32 = zlib.crc32
+_pack_accepted = struct.Struct("<qqqq").pack
+_pack_accepted_noop = struct.Struct("<qqq").pack
+_pack_chosen = struct.Struct("<qq").pack
+_pack_chosen_noop = struct.Struct("<q").pack
+_pack_promise = struct.Struct("<qq").pack
+_pack_meta = struct.Struct("<qq").pack
+
+AcceptedRow = tuple[int, int, int, Value]  # slot, ballot round, ballot node, value
 
 
-#: Rows per multi-row INSERT (4 columns each stays far below SQLite's 32766 variables).
+def accepted_crc(slot: int, round_: int, node: int, value: Value) -> int:
+    """The checksum of an accepted row; ``struct.error`` if a field is no 64-bit integer."""
+    if value is None:
+        return _crc32(_pack_accepted_noop(slot, round_, node))
+    return _crc32(_pack_accepted(slot, round_, node, value))
+
+
+def chosen_crc(slot: int, value: Value) -> int:
+    """The checksum of a chosen row; ``struct.error`` if a field is no 64-bit integer."""
+    if value is None:
+        return _crc32(_pack_chosen_noop(slot))
+    return _crc32(_pack_chosen(slot, value))
+
+
+def promise_crc(round_: int, node: int) -> int:
+    """The checksum of the promise row."""
+    return _crc32(_pack_promise(round_, node))
+
+
+def meta_crc(format_version: int, cluster_id: str, node_id: int) -> int:
+    """The checksum of the meta row."""
+    return _crc32(_pack_meta(format_version, node_id) + cluster_id.encode())
+
+
+def _accepted_crcs(rows: Sequence[AcceptedRow]) -> list[int]:
+    """Checksums of ``rows``.  The hot path: every field is an integer, and ``map`` runs the
+    packing and the crc in C without a Python frame per row; a no-op (rare: a new leader's
+    hole-filling) makes ``struct`` refuse the batch, which then goes row by row."""
+    try:
+        return list(map(_crc32, starmap(_pack_accepted, rows)))
+    except struct.error:
+        return [accepted_crc(*row) for row in rows]  # raises for a value that is no integer
+
+
+def _chosen_crcs(rows: Sequence[ChosenEntry]) -> list[int]:
+    """Checksums of chosen ``rows``, as ``_accepted_crcs``."""
+    try:
+        return list(map(_crc32, starmap(_pack_chosen, rows)))
+    except struct.error:
+        return [chosen_crc(*row) for row in rows]
+
+
+def _matches(crc: Callable[..., int], fields: Sequence[object], stored: object) -> bool:
+    """Whether a row read back has the checksum stored with it.  A damaged file may hold a
+    field that is not an integer at all (a flipped type byte): that is a mismatch too."""
+    try:
+        return crc(*fields) == stored
+    except (struct.error, TypeError, AttributeError, ValueError):
+        return False
+
+
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+_entry = itemgetter(0, 1)  # (slot, value) of a chosen row read with its crc
+
+#: Rows per multi-row INSERT (5 columns each stays far below SQLite's 32766 variables).
 _ROWS_PER_INSERT = 500
 
 
-def _insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """``insert`` (``INSERT ... INTO t (cols)``) of ``rows`` with one statement per chunk.
+@functools.lru_cache(maxsize=64)
+def _values_sql(insert: str, width: int, count: int) -> str:
+    """``insert VALUES (...), ...`` for ``count`` rows of ``width`` fields and a checksum.
+    Numbered parameters: ``?1``..``?{width*count}`` are the rows' fields in order, and the
+    checksums follow them, so that the parameters are two lists joined rather than the rows
+    and checksums interleaved one by one in Python."""
+    fields = width * count
+    rows = (
+        "(" + ",".join(f"?{i * width + j + 1}" for j in range(width)) + f",?{fields + i + 1})"
+        for i in range(count)
+    )
+    return f"{insert} VALUES {','.join(rows)}"
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[object]], crcs: list[int]
+) -> None:
+    """``insert`` (``INSERT ... INTO t (cols..., crc)``) of ``rows``, each with its checksum
+    from ``crcs``, with one statement per chunk.
 
     ``executemany`` steps SQLite once per row, and the sqlite3 module releases and re-takes the
     GIL around every step: from the writer thread that means hundreds of GIL hand-offs per batch
@@ -114,19 +246,34 @@ def _insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[obj
     if not rows:
         return
     width = len(rows[0])
-    row = "(" + ",".join("?" * width) + ")"
+    flat = list(chain.from_iterable(rows))
     for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        sql = f"{insert} VALUES {','.join([row] * len(chunk))}"
-        conn.execute(sql, [field for entry in chunk for field in entry])
+        count = min(_ROWS_PER_INSERT, len(rows) - start)
+        params = flat[start * width : (start + count) * width] + crcs[start : start + count]
+        conn.execute(_values_sql(insert, width, count), params)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
 
 
 class SQLiteStore(Store):
     """Durable node state in the SQLite file ``path`` (created, with its directory, if missing).
 
     ``cluster_id`` and ``node_id`` are written into a new file and checked against an existing
-    one.  ``quick_check`` runs ``PRAGMA quick_check`` at open (reads the whole file once; pass
-    ``False`` to skip it on very large logs).  Raises ``StorageError`` if the file cannot be used.
+    one.  ``quick_check`` runs ``PRAGMA quick_check`` at open and verifies every record's
+    checksum (reads the whole file twice; pass ``False`` to skip both on very large logs: the
+    records are then verified as they are read).  ``max_pages`` (at least 1) caps the file to
+    simulate a full disk.  Raises ``StorageError`` if the file cannot be used.
     """
 
     durable = True
@@ -144,6 +291,9 @@ class SQLiteStore(Store):
         self.cluster_id = cluster_id
         self.node_id = node_id
         self._name = str(path)  # as the caller spelled it, for error messages
+        # The file itself: SQLite follows a symbolic link and keeps the -wal and -shm files
+        # next to the file it points to (resolved once its directory exists).
+        self._file = self.path
         self._lock = threading.Lock()  # serializes the write connection
         self._read_lock = threading.Lock()  # serializes the read connection
         self._failed: str | None = None  # why writes are refused after a failed one
@@ -167,15 +317,27 @@ class SQLiteStore(Store):
     def _error(self, reason: str) -> StorageError:
         return StorageError(f"{self._name}: {reason}")
 
+    def _damaged(self, where: str) -> StorageError:
+        return self._error(f"checksum mismatch {where}: the stored record is damaged; {_RECOVER}")
+
     def _open(self, quick_check: bool) -> None:
+        pages = self._max_pages
+        if pages is not None and (
+            isinstance(pages, bool) or not isinstance(pages, int) or pages < 1
+        ):
+            raise self._error(f"max_pages must be at least 1, got {pages!r}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._error(f"cannot create directory: {exc.strerror or exc}") from exc
-        if self.path.is_dir():
-            raise self._error("is a directory, not a database file")
-        self._check_header()
+        self._file = Path(os.path.realpath(self.path))
+        self._check_files()  # before anything opens them: a named pipe would block the open
         self._take_file_lock()
+        self._check_directory()
+        if self._check_files():
+            self._check_header()
+        else:
+            self._create()
         try:
             self._conn = self._connect()
             self._configure(self._conn)
@@ -183,25 +345,143 @@ class SQLiteStore(Store):
                 self._quick_check()
             self._init_or_verify()
             self._commit = self._scan_commit()
+            if quick_check:
+                self._verify_all()
             self._reader = self._connect()
             self._reader.execute("PRAGMA query_only = ON")
-            self.sync()  # a new file's schema
+            self.sync()  # a migration's writes
         except sqlite3.DatabaseError as exc:
             # "file is not a database", "database disk image is malformed", I/O errors, ...
             raise self._error(f"cannot open database: {exc}") from exc
 
-    def _check_header(self) -> None:
-        """Refuse a non-empty file that does not start with SQLite's magic string, before
-        SQLite gets a chance to treat it (or a truncated header) in some other way."""
+    def _check_files(self) -> bool:
+        """Whether the database exists; ``StorageError`` if it, or its write-ahead log or
+        shared-memory file, is not a regular file, or if it is empty (only a missing file is
+        a new node), or if it is missing but its write-ahead log is not."""
+        for suffix in ("-wal", "-shm"):
+            other = f"{self._file}{suffix}"
+            try:
+                mode = os.stat(other).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._error(f"cannot stat {other}: {exc.strerror or exc}") from exc
+            if not stat.S_ISREG(mode):
+                raise self._error(f"{other} is not a regular file ({_kind(mode)})")
         try:
-            with open(self.path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
+            info = os.stat(self.path)
         except FileNotFoundError:
+            wal = f"{self._file}-wal"
+            if os.path.exists(wal):
+                raise self._error(
+                    f"missing, but its write-ahead log {wal} is there (the database was deleted "
+                    f"without it): restore the database, or delete {wal} too to start this node "
+                    "empty — it will catch up from the others"
+                ) from None
+            return False
+        except OSError as exc:
+            raise self._error(f"cannot stat: {exc.strerror or exc}") from exc
+        if stat.S_ISDIR(info.st_mode):
+            raise self._error("is a directory, not a database file")
+        if not stat.S_ISREG(info.st_mode):
+            raise self._error(f"is not a regular file ({_kind(info.st_mode)})")
+        if info.st_size == 0:
+            raise self._error(
+                "is empty (0 bytes), but a node's database never is: it was truncated, and the "
+                f"node's promises and log with it; {_RECOVER}"
+            )
+        return True
+
+    def _check_directory(self) -> None:
+        """SQLite creates the ``-wal`` and ``-shm`` files next to the database (and this store
+        its new file): refuse a directory it cannot write to now, not at the first write."""
+        directory = self._file.parent
+        if os.access(directory, os.W_OK | os.X_OK):
             return
+        try:
+            read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+            read_only = False
+        why = "read-only file system" if read_only else "no permission"
+        raise self._error(f"directory {directory} is not writable ({why})")
+
+    def _check_header(self) -> None:
+        """Refuse a file this process cannot write (SQLite would open it read-only without a
+        word, and the node fail at its first write), and a non-empty file that does not start
+        with SQLite's magic string, before SQLite gets a chance to treat it (or a truncated
+        header) in some other way."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except OSError as exc:
+            raise self._error(f"not writable: {exc.strerror or exc}") from exc
+        try:
+            head = os.read(fd, len(_SQLITE_MAGIC))
         except OSError as exc:
             raise self._error(f"cannot read: {exc.strerror or exc}") from exc
-        if head and head != _SQLITE_MAGIC:
+        finally:
+            os.close(fd)
+        if head != _SQLITE_MAGIC:
             raise self._error("not a SQLite database (bad header)")
+
+    def _create(self) -> None:
+        """Build a new node's file under a temporary name and rename it into place."""
+        temp = Path(f"{self._file}.new")
+        leftovers = [Path(f"{temp}{suffix}") for suffix in ("", "-journal", "-wal", "-shm")]
+        try:
+            for leftover in leftovers:  # of a crash while creating: never renamed, never used
+                leftover.unlink(missing_ok=True)
+            # The default rollback journal: COMMIT leaves everything in ``temp`` itself (no WAL
+            # to carry along); ``_configure`` then switches the renamed file to WAL.
+            conn = sqlite3.connect(str(temp), isolation_level=None)
+            try:
+                if self._max_pages is not None:
+                    conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
+                conn.execute("BEGIN IMMEDIATE")
+                for create in _TABLES.values():
+                    conn.execute(create)
+                conn.execute(
+                    "INSERT INTO meta (id, format_version, cluster_id, node_id, crc) "
+                    "VALUES (0, ?, ?, ?, ?)",
+                    (
+                        FORMAT_VERSION,
+                        self.cluster_id,
+                        self.node_id,
+                        meta_crc(FORMAT_VERSION, self.cluster_id, self.node_id),
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO promise (id, round, node, crc) VALUES (0, ?, ?, ?)",
+                    (ZERO.round, ZERO.node, promise_crc(ZERO.round, ZERO.node)),
+                )
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, self._file)
+            self._fsync_directory()
+        except (OSError, sqlite3.Error) as exc:
+            for leftover in leftovers:
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise self._error(f"cannot create database: {reason}") from exc
+
+    def _fsync_directory(self) -> None:
+        """Make the rename of a new file durable (POSIX; Windows cannot open a directory)."""
+        if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows
+            return
+        fd = os.open(self._file.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _take_file_lock(self) -> None:
         if fcntl is None:  # pragma: no cover - Windows
@@ -252,7 +532,8 @@ class SQLiteStore(Store):
             raise self._error(f"failed integrity check: {first}")
 
     def _init_or_verify(self) -> None:
-        """Create the schema in an empty file, or check that an existing one is ours."""
+        """Check that the file is ours (format, checksum, cluster, node, tables); migrate a
+        format 1 file."""
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
@@ -260,24 +541,6 @@ class SQLiteStore(Store):
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
-            if not tables:
-                # One statement at a time: executescript would COMMIT the open transaction.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO meta (id, format_version, cluster_id, node_id) "
-                    "VALUES (0, ?, ?, ?)",
-                    (FORMAT_VERSION, self.cluster_id, self.node_id),
-                )
-                conn.execute(
-                    "INSERT INTO promise (id, round, node) VALUES (0, ?, ?)",
-                    (ZERO.round, ZERO.node),
-                )
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute("COMMIT")
-                self._unsynced = True
-                return
             if "meta" not in tables:
                 raise self._error("not a paxgos database (no meta table)")
             row = conn.execute(
@@ -286,11 +549,15 @@ class SQLiteStore(Store):
             if row is None:
                 raise self._error("not a paxgos database (empty meta table)")
             version, cluster_id, node_id = row
-            if version != FORMAT_VERSION:
+            if version not in (1, FORMAT_VERSION):
                 raise self._error(
                     f"format version {version} is not supported "
-                    f"(this build reads version {FORMAT_VERSION})"
+                    f"(this build reads version {FORMAT_VERSION}, and migrates version 1)"
                 )
+            if version == FORMAT_VERSION:
+                (crc,) = conn.execute("SELECT crc FROM meta WHERE id = 0").fetchone()
+                if not _matches(meta_crc, row, crc):
+                    raise self._damaged("in the meta row (format version, cluster id, node id)")
             if cluster_id != self.cluster_id:
                 raise self._error(
                     f"was made by cluster {cluster_id}, not {self.cluster_id}; "
@@ -303,11 +570,57 @@ class SQLiteStore(Store):
                 raise self._error(f"damaged: missing tables {', '.join(sorted(missing))}")
             if conn.execute("SELECT 1 FROM promise WHERE id = 0").fetchone() is None:
                 raise self._error("damaged: no promise row")
+            if version == 1:
+                self._migrate_from_1(conn)
+                self._unsynced = True
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if version == 1:
+            log.warning(
+                "%s: migrated from format version 1 to %d (a checksum on every record)",
+                self._name,
+                FORMAT_VERSION,
+            )
+
+    def _migrate_from_1(self, conn: sqlite3.Connection) -> None:
+        """Rebuild each table of a format 1 file (no ``crc`` columns) with its checksums, in
+        the caller's transaction, so that the result is exactly what a new file holds."""
+        for table in _TABLES:
+            conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+            conn.execute(_TABLES[table])
+        try:
+            conn.execute(
+                "INSERT INTO meta (id, format_version, cluster_id, node_id, crc) "
+                "VALUES (0, ?, ?, ?, ?)",
+                (
+                    FORMAT_VERSION,
+                    self.cluster_id,
+                    self.node_id,
+                    meta_crc(FORMAT_VERSION, self.cluster_id, self.node_id),
+                ),
+            )
+            round_, node = conn.execute("SELECT round, node FROM old_promise").fetchone()
+            conn.execute(
+                "INSERT INTO promise (id, round, node, crc) VALUES (0, ?, ?, ?)",
+                (round_, node, promise_crc(round_, node)),
+            )
+            copies = (
+                ("accepted", "slot, ballot_round, ballot_node, value", accepted_crc),
+                ("chosen", "slot, value", chosen_crc),
+            )
+            for table, columns, crc in copies:
+                cursor = conn.execute(f"SELECT {columns} FROM old_{table} ORDER BY slot")
+                while rows := cursor.fetchmany(50_000):
+                    crcs = [crc(*r) for r in rows]
+                    _insert_rows(conn, f"INSERT INTO {table} ({columns}, crc)", rows, crcs)
+        except (struct.error, TypeError) as exc:
+            reason = f"cannot migrate from format version 1: a damaged record ({exc}); {_RECOVER}"
+            raise self._error(reason) from exc
+        for table in _TABLES:
+            conn.execute(f"DROP TABLE old_{table}")
 
     def _scan_commit(self) -> int:
         """The commit index: the chosen table must hold exactly slots 1..n."""
@@ -321,32 +634,77 @@ class SQLiteStore(Store):
             raise self._error(f"chosen log is not a prefix: {count} slots between {low} and {high}")
         return int(high)
 
+    def _verify_all(self) -> None:
+        """Verify the checksum of every record (``quick_check`` at open): damage is found when
+        the node starts, not when a client or a peer first reads the slot."""
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN")  # one snapshot
+        try:
+            self._read_promise(conn)
+            self._read_accepted(conn, 0)
+            cursor = conn.execute("SELECT slot, value, crc FROM chosen ORDER BY slot")
+            while rows := cursor.fetchmany(10_000):
+                self._check_chosen(rows)
+        finally:
+            conn.execute("COMMIT")
+
+    # -- reading, verified ---------------------------------------------------------------------
+
+    def _read_promise(self, conn: sqlite3.Connection) -> Ballot:
+        round_, node, crc = conn.execute(
+            "SELECT round, node, crc FROM promise WHERE id = 0"
+        ).fetchone()
+        if not _matches(promise_crc, (round_, node), crc):
+            raise self._damaged("in the promise row")
+        return Ballot(round_, node)
+
+    def _read_accepted(
+        self, conn: sqlite3.Connection, above: int
+    ) -> dict[int, tuple[Ballot, Value]]:
+        accepted: dict[int, tuple[Ballot, Value]] = {}
+        for slot, b_round, b_node, value, crc in conn.execute(
+            "SELECT slot, ballot_round, ballot_node, value, crc FROM accepted "
+            "WHERE slot > ? ORDER BY slot",
+            (above,),
+        ):
+            if not _matches(accepted_crc, (slot, b_round, b_node, value), crc):
+                raise self._damaged(f"at accepted slot {slot}")
+            accepted[slot] = (Ballot(b_round, b_node), value)
+        return accepted
+
+    def _check_chosen(self, rows: Sequence[tuple[int, Value, int]]) -> None:
+        """Verify chosen ``rows`` (slot, value, crc): in C for a page of integers (``map`` over
+        ``itemgetter``: no Python frame per row), row by row if that fails (a no-op, or damage)
+        to name the damaged slot."""
+        try:
+            computed = map(_crc32, map(_pack_chosen, map(_first, rows), map(_second, rows)))
+            if list(computed) == list(map(_third, rows)):
+                return
+        except struct.error:
+            pass
+        for slot, value, crc in rows:
+            if not _matches(chosen_crc, (slot, value), crc):
+                raise self._damaged(f"at chosen slot {slot}")
+
     # -- the Store interface -------------------------------------------------------------------
 
     def load(self) -> StoredState:
-        """Promise, commit index and accepted values above it, read (and verified) from disk."""
+        """Promise, commit index and accepted values above it, read and verified (checksums)
+        from disk; ``StorageError`` naming the slot of a damaged record."""
         with self._lock:
             conn = self._live(self._conn)
             try:
                 conn.execute("BEGIN")  # one snapshot for all three reads
                 try:
-                    round_, node = conn.execute(
-                        "SELECT round, node FROM promise WHERE id = 0"
-                    ).fetchone()
+                    promised = self._read_promise(conn)
                     commit = self._scan_commit()
-                    accepted = {
-                        slot: (Ballot(b_round, b_node), value)
-                        for slot, b_round, b_node, value in conn.execute(
-                            "SELECT slot, ballot_round, ballot_node, value FROM accepted "
-                            "WHERE slot > ? ORDER BY slot",
-                            (commit,),
-                        )
-                    }
+                    accepted = self._read_accepted(conn, commit)
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._error(f"read failed: {exc}") from exc
-        return StoredState(Ballot(round_, node), commit, accepted)
+        return StoredState(promised, commit, accepted)
 
     def write(self, batch: Sequence[Persist]) -> None:
         """Write every record of ``batch`` in one transaction; ``sync`` makes it durable.
@@ -354,9 +712,9 @@ class SQLiteStore(Store):
         The last non-None promise wins; accepted entries are upserted in order (a later entry
         for a slot replaces an earlier one); chosen entries must continue the log at
         ``commit_index() + 1`` without gaps, else ``StorageError`` and nothing is written.
-        Accepted rows at or below the new commit index are dropped.  On a write failure the
-        transaction is rolled back, ``StorageError`` is raised, and every later write is
-        refused (restart from ``load()``).
+        Accepted rows at or below the new commit index are dropped.  Every row is written with
+        its checksum.  On a write failure the transaction is rolled back, ``StorageError`` is
+        raised, and every later write is refused (restart from ``load()``).
         """
         promised: Ballot | None = None
         accepted: list[AcceptedEntry] = []
@@ -384,24 +742,31 @@ class SQLiteStore(Store):
                     )
                 commit = slot
             try:
+                # Checksums first, outside the transaction: a value that is no 64-bit integer
+                # fails here (struct.error) before anything is written.
+                rows = [(s, b[0], b[1], v) for s, b, v in accepted if s > commit]
+                accepted_crcs = _accepted_crcs(rows)
+                chosen_crcs = _chosen_crcs(chosen)
                 conn.execute("BEGIN IMMEDIATE")
                 if promised is not None:
                     conn.execute(
-                        "UPDATE promise SET round = ?, node = ? WHERE id = 0",
-                        (promised.round, promised.node),
+                        "UPDATE promise SET round = ?, node = ?, crc = ? WHERE id = 0",
+                        (promised.round, promised.node, promise_crc(promised.round, promised.node)),
                     )
-                if accepted:
+                if rows:
                     _insert_rows(
                         conn,
-                        "INSERT OR REPLACE INTO accepted (slot, ballot_round, ballot_node, value)",
-                        [(s, b[0], b[1], v) for s, b, v in accepted if s > commit],
+                        "INSERT OR REPLACE INTO accepted "
+                        "(slot, ballot_round, ballot_node, value, crc)",
+                        rows,
+                        accepted_crcs,
                     )
                 if chosen:
-                    _insert_rows(conn, "INSERT INTO chosen (slot, value)", chosen)
+                    _insert_rows(conn, "INSERT INTO chosen (slot, value, crc)", chosen, chosen_crcs)
                     conn.execute("DELETE FROM accepted WHERE slot <= ?", (commit,))
                 conn.execute("COMMIT")
                 self._unsynced = True
-            except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+            except (sqlite3.Error, struct.error, OverflowError, TypeError, ValueError) as exc:
                 self._failed = f"{type(exc).__name__}: {exc}"
                 try:
                     if conn.in_transaction:
@@ -413,19 +778,21 @@ class SQLiteStore(Store):
 
     def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
         """Up to ``limit`` committed chosen entries from ``from_slot`` on (an indexed range
-        query on the read connection; callable from any thread)."""
+        query on the read connection; callable from any thread), each verified against its
+        checksum: ``StorageError`` naming the first damaged slot, and nothing returned."""
         if limit <= 0:
             return []  # SQLite reads a negative LIMIT as "no limit"
         with self._read_lock:
             reader = self._live(self._reader)
             try:
                 rows = reader.execute(
-                    "SELECT slot, value FROM chosen WHERE slot >= ? ORDER BY slot LIMIT ?",
+                    "SELECT slot, value, crc FROM chosen WHERE slot >= ? ORDER BY slot LIMIT ?",
                     (max(from_slot, 1), limit),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(f"read failed: {exc}") from exc
-        return rows
+        self._check_chosen(rows)
+        return list(map(_entry, rows))
 
     def sync(self) -> None:
         """Fsync the write-ahead log file: every ``write`` so far is then durable.  A failed
@@ -449,7 +816,7 @@ class SQLiteStore(Store):
         """A descriptor of the WAL file (SQLite's own is out of Python's reach; an fsync on any
         descriptor of a file flushes that file).  Reopened should SQLite ever have replaced the
         file, so that ``sync`` never flushes a stale one."""
-        wal = f"{self.path}-wal"
+        wal = f"{self._file}-wal"
         current = os.stat(wal).st_ino
         if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != current:
             os.close(self._wal_fd)
