@@ -205,3 +205,31 @@ def test_a_node_stopped_under_load_exits_cleanly_with_its_whole_log(
         result = check(ops, fetch_logs(nodes.urls), require_complete=True)
         assert result.ok, result.summary()
         nodes.close()
+
+
+def test_a_damaged_record_is_never_served_and_stops_a_restart(
+    make_nodes: Callable[..., LocalNodes],
+) -> None:
+    """A value changed on disk behind the node's back (its checksum no longer matches) is a
+    one-line 500 naming the file and slot, never the changed value; the restart refuses it."""
+    import sqlite3
+
+    nodes = make_nodes(3)
+    for value in (11, 12, 13, 14):
+        assert propose(nodes.urls[0], value)[0] == "ok"
+    nodes.wait_converged(at_least=4)
+    db = nodes.workdir / "paxgos-data" / "node-2" / "paxgos.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE chosen SET value = 666 WHERE slot = 3")
+    code, _, body = nodes.get(2, "/?from=1")
+    assert code == 500, body
+    assert body.count("\n") == 1 and "checksum mismatch at chosen slot 3" in body, body
+    assert "666" not in body
+    code, _, body = nodes.get(0, "/?from=1")  # the other nodes still serve the log
+    assert code == 200 and "val 13" in body
+    nodes.stop(2)
+    result = subprocess.run(nodes.command(2), capture_output=True, text=True, timeout=30,
+                            cwd=nodes.workdir)  # fmt: skip
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert "\n" not in message and "checksum mismatch at chosen slot 3" in message, message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from typing import Any
@@ -30,6 +31,10 @@ from paxgos.core.messages import (
 from paxgos.net.answers import INTEGER, Answer, error, outcome_answer
 from paxgos.net.auth import SIGNATURE, certificate_missing
 from paxgos.net.host import NodeHost
+from paxgos.net.ratelog import RateLimitedLog
+from paxgos.storage import StorageError
+
+rated = RateLimitedLog(logging.getLogger("paxgos.net"))
 
 #: Largest page of ``GET /`` and largest ``/autopropose`` batch.
 MAX_PAGE = 10_000
@@ -92,6 +97,8 @@ class BaseHandler(tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ClientError):
             message = exc.message
+        elif isinstance(exc, StorageError):  # a damaged record is never served
+            message = str(exc)
         elif status_code == 405:
             message = f"method {self.request.method} not allowed on {self.request.path}"
             self.set_header("Allow", ", ".join(self.allowed()))
@@ -102,6 +109,12 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             message = self._reason
         self.fail(status_code, message)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, StorageError):  # one line, not a traceback per read
+            rated.warning("read", "node %d: %s", self.host.node.id, value)
+            return
+        super().log_exception(typ, value, tb)
 
     def allowed(self) -> list[str]:
         """The methods this handler serves (a 405's ``Allow``)."""
