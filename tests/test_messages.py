@@ -1,5 +1,7 @@
 """Wire form of the protocol messages: every message round-trips through ``encode``/``decode``,
 and no input, however malformed, makes ``decode`` raise anything but a one-line ``MessageError``.
+Out of bounds counts as malformed: a round above ``MAX_ROUND``, or a request (Prepare, Accept,
+Learn) whose ballot is not its sender's own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paxgos.core.ballot import ZERO, Ballot
+from paxgos.core.ballot import MAX_ROUND, ZERO, Ballot
 from paxgos.core.messages import (
     INT64_MAX,
     INT64_MIN,
@@ -46,13 +48,23 @@ def ints(low: int, high: int = INT64_MAX) -> st.SearchStrategy[int]:
 
 
 values = st.one_of(st.none(), ints(INT64_MIN, INT64_MAX))
-ballots = st.builds(Ballot, ints(0), ints(-1))
-real_ballots = ballots.filter(lambda b: b != ZERO)
+rounds = ints(0, MAX_ROUND)
+ballots = st.builds(Ballot, rounds, ints(-1))
 senders = ints(0)
 slots = ints(1)
 commits = ints(0)
 
-prepares = st.builds(Prepare, senders, ballots, slots)
+
+@st.composite
+def own_ballots(draw: st.DrawFn) -> tuple[int, Ballot]:
+    """A sender and a ballot of its own: what a request (Prepare, Accept, Learn) carries."""
+    sender = draw(senders)
+    return sender, Ballot(draw(rounds), sender)
+
+
+prepares = own_ballots().flatmap(
+    lambda sb: st.builds(Prepare, st.just(sb[0]), st.just(sb[1]), slots)
+)
 promises = st.builds(
     Promise,
     senders,
@@ -68,11 +80,12 @@ promises = st.builds(
 def accepts(draw: st.DrawFn) -> Accept:
     vals = tuple(draw(st.lists(values, min_size=1, max_size=8)))
     first = draw(ints(1, INT64_MAX - len(vals)))
-    return Accept(draw(senders), draw(real_ballots), first, vals, draw(commits))
+    sender, ballot = draw(own_ballots())
+    return Accept(sender, ballot, first, vals, draw(commits))
 
 
 accepteds = st.builds(Accepted, senders, ballots, slots, ints(1, MAX_BATCH), st.booleans(), ballots)
-learns = st.builds(Learn, senders, ballots, commits)
+learns = own_ballots().flatmap(lambda sb: st.builds(Learn, st.just(sb[0]), st.just(sb[1]), commits))
 catchup_requests = st.builds(CatchupRequest, senders, slots, ints(1, MAX_BATCH))
 catchup_replies = st.builds(
     CatchupReply,
@@ -157,7 +170,7 @@ def test_expect_that_is_not_a_message_class(expect: Any) -> None:
 
 
 def test_extremes_round_trip() -> None:
-    big = Ballot(INT64_MAX, INT64_MAX)
+    big = Ballot(MAX_ROUND, INT64_MAX)
     msgs: list[Message] = [
         Accept(INT64_MAX, big, INT64_MAX - 2, (INT64_MIN, INT64_MAX), INT64_MAX),
         Accept(0, Ballot(0, 0), 1, (None,), 0),
@@ -165,6 +178,9 @@ def test_extremes_round_trip() -> None:
         CatchupReply(0, ((INT64_MAX, None),), INT64_MAX),
         Accepted(0, ZERO, INT64_MAX, MAX_BATCH, False, big),
         CatchupRequest(INT64_MAX, INT64_MAX, MAX_BATCH),
+        Prepare(3, Ballot(MAX_ROUND, 3), INT64_MAX),
+        Learn(INT64_MAX, big, INT64_MAX),
+        LearnAck(0, big, INT64_MAX, big),
     ]
     for msg in msgs:
         assert decode(encode(msg)) == msg
@@ -194,6 +210,8 @@ BAD_BALLOTS: list[Any] = [
     [-1, 0],
     [0, -2],
     [INT64_MAX + 1, 0],
+    [INT64_MAX, 0],  # W1's round: SQLite could store it, but not the round after
+    [MAX_ROUND + 1, 0],
     [0, INT64_MAX + 1],
     {"round": 1, "node": 0},
     "1.0",
@@ -202,6 +220,9 @@ BAD_BALLOTS: list[Any] = [
     True,
 ]
 BAD_VALUES: list[Any] = ["1", 1.5, True, False, [], {}, [1], INT64_MAX + 1, INT64_MIN - 1]
+
+
+REQUESTS = (Prepare, Accept, Learn)
 
 
 def malformations(msg: Message) -> list[tuple[str, dict[str, Any]]]:
@@ -224,12 +245,18 @@ def malformations(msg: Message) -> list[tuple[str, dict[str, Any]]]:
         elif name in INT_LOW:
             for bad in [*WRONG_TYPES, True, False]:
                 variant(f"{name}={bad!r}", name, bad)
+            if name == "sender" and isinstance(msg, REQUESTS):  # its ballot is not its own then
+                variant("sender other than the ballot's node", name, msg.sender + 1)
             variant(f"{name} below range", name, INT_LOW[name] - 1)
             variant(f"{name} above range", name, INT_HIGH.get(name, INT64_MAX) + 1)
             variant(f"{name} huge", name, 10**40)
         elif name in BALLOT_FIELDS:
             for bad in BAD_BALLOTS:
                 variant(f"{name}={bad!r}", name, bad)
+            if name == "ballot" and isinstance(msg, REQUESTS):  # not the sender's own
+                variant("ballot of another node", name, [msg.ballot.round, msg.sender + 1])
+                variant("ballot ZERO", name, list(ZERO))
+                variant("ballot of node 99", name, [msg.ballot.round, 99])
         elif name in BOOL_FIELDS:
             for bad in [1, 0, "true", None, [], 1.0]:
                 variant(f"{name}={bad!r}", name, bad)

@@ -1,5 +1,5 @@
 """The deterministic simulator (``paxgos.sim``): it is deterministic, it passes on the real core
-across 1,000 seeds, and it fails on deliberately broken nodes."""
+across 1,000 seeds (and under forged messages), and it fails on deliberately broken nodes."""
 
 from __future__ import annotations
 
@@ -53,6 +53,18 @@ def test_ci_seeds() -> None:
     assert len(results) == CI_SEEDS
     assert sum(r.steps for r in results) >= CI_SEEDS * CI_STEPS
     assert sum(r.crashes for r in results) > CI_SEEDS
+
+
+def test_forgeries_the_core_must_refuse_break_nothing() -> None:
+    """The hostile nemesis (``paxgos.sim.hostile``) sends the unauthenticated attacks of issue 11
+    (W1, W2, W4, W5, R4) during the faults; every check holds.  Before the bounds, every one of
+    the first 50 seeds failed: an IndexError for a leader id of 99, or a MemoryError filling
+    holes up to slot 10**12."""
+    results = list(run_seeds(range(100), SimOptions(hostile=0.02), jobs=2))
+    failed = [r for r in results if not r.ok]
+    assert not failed, failed[0].report
+    assert sum(r.forged for r in results) > 3000
+    assert "forged=" in results[0].summary()
 
 
 # --- it fails when it should ----------------------------------------------------------------

@@ -7,7 +7,17 @@ which the transport carries back on the same exchange (the HTTP response body).
 
 The wire form is JSON (``encode``/``decode``), pure and I/O-free like the rest of ``core``.
 ``decode`` validates every field, so a malformed message is a ``MessageError`` before it can
-reach protocol state: no input can corrupt an acceptor.
+reach protocol state: no input can corrupt an acceptor.  Beyond types, it enforces the bounds
+that need no cluster state:
+
+- every integer fits a signed 64-bit integer, and every ballot's round is at most ``MAX_ROUND``
+  (``paxgos.core.ballot``), so the round after it still does;
+- a request (``Prepare``, ``Accept``, ``Learn``) carries its sender's own ballot: a proposer only
+  ever sends its own, so a ballot naming another node (or ``ZERO``) there is malformed;
+- lists hold at most ``MAX_BATCH`` items.
+
+The bounds that need the node's state (the sender is a member, an Accept lies within the
+acceptor's horizon) are ``Node.step``'s; see ``paxgos.core.node``.
 
 Values are signed 64-bit integers; ``None`` is the no-op a new leader fills holes with.
 """
@@ -18,13 +28,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from paxgos.core.ballot import ZERO, Ballot
+from paxgos.core.ballot import MAX_ROUND, Ballot
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 #: Largest batch of values one Accept (or catch-up reply) may carry.
 MAX_BATCH = 100_000
+
+#: How far above its commit index an acceptor ever accepts a slot, whatever its ``Config``
+#: (``Config.horizon`` is at most this).  So what an acceptor reports in a Promise (its accepted
+#: slots above its commit index) always fits one list of ``MAX_BATCH``, and a new leader never
+#: has more than this many slots to re-propose or fill above its commit index.
+MAX_HORIZON = MAX_BATCH
 
 Value = int | None
 """A log value: a 64-bit integer, or ``None`` for a no-op."""
@@ -212,11 +228,19 @@ def _ballot(raw: Any, name: str) -> Ballot:
         or len(raw) != 2
         or type(raw[0]) is not int
         or type(raw[1]) is not int
-        or not 0 <= raw[0] <= INT64_MAX
+        or not 0 <= raw[0] <= MAX_ROUND
         or not -1 <= raw[1] <= INT64_MAX
     ):
-        raise MessageError(f"field {name!r} must be a ballot [round, node]")
+        raise MessageError(f"field {name!r} must be a ballot [round, node], round <= {MAX_ROUND}")
     return Ballot(raw[0], raw[1])
+
+
+def _own_ballot(body: dict[str, Any], sender: int) -> Ballot:
+    """A request's ballot: the sender's own (its proposer's), never another node's or ZERO."""
+    ballot = _ballot(body.get("ballot"), "ballot")
+    if ballot.node != sender:
+        raise MessageError("field 'ballot' must be the sender's own ballot [round, sender]")
+    return ballot
 
 
 def _value(raw: Any, name: str) -> Value:
@@ -261,7 +285,7 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
         raise MessageError(f"expected a {KIND_OF[expect]} message, got {body.get('type')}")
     sender = _int(body, "sender", 0)
     if cls is Prepare:
-        ballot = _ballot(body.get("ballot"), "ballot")
+        ballot = _own_ballot(body, sender)
         return Prepare(sender, ballot, _int(body, "from_slot", 1), _bool(body, "probe"))
     if cls is Promise:
         accepted = []
@@ -282,9 +306,7 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
         if not values:
             raise MessageError("field 'values' must not be empty")
         first = _int(body, "first", 1, INT64_MAX - len(values))
-        ballot = _ballot(body.get("ballot"), "ballot")
-        if ballot == ZERO:
-            raise MessageError("field 'ballot' must be a real ballot")
+        ballot = _own_ballot(body, sender)  # never ZERO: its node is -1
         return Accept(sender, ballot, first, values, _int(body, "commit", 0))
     if cls is Accepted:
         return Accepted(
@@ -297,7 +319,7 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
             _int(body, "commit", 0),
         )
     if cls is Learn:
-        return Learn(sender, _ballot(body.get("ballot"), "ballot"), _int(body, "commit", 0))
+        return Learn(sender, _own_ballot(body, sender), _int(body, "commit", 0))
     if cls is LearnAck:
         return LearnAck(
             sender,

@@ -32,6 +32,26 @@ not known chosen; re-proposal of the highest-ballot accepted value per slot and 
 phase 2 per batch with a bounded window of batches ("rounds") in flight; a round is chosen when a
 majority (the fastest one) accepted it; the commit index is piggybacked on the next Accept or
 sent as a ``Learn``; a learner behind the commit index fetches chosen entries by catch-up.
+
+Bounds: no message, forged or buggy, makes a node store what SQLite cannot hold, allocate
+without limit, or poll without end.  ``decode`` checks what it can alone (``paxgos.core.
+messages``: 64-bit integers, rounds at most ``MAX_ROUND``, a request's ballot is its sender's
+own); ``step`` checks the rest and drops what fails, changing nothing and answering nothing:
+
+- the sender is a member (``0 <= sender < nodes``) and a request's ballot is its own, with a
+  round at most ``MAX_ROUND``: no promise, accepted entry or followed leader ever names a node
+  outside the cluster, and ``leader()`` only ever names a member;
+- an Accept lies within ``Config.horizon`` of the acceptor's commit index (``Acceptor.
+  within_horizon``); beyond it the acceptor refuses it without any change (the refusal does not
+  outbid the leader, which sends it again later), and takes from it only what a Learn of the
+  same ballot and commit index would give (the lease, the commit index to catch up to), so a
+  follower far behind catches up and then accepts.  A leader sends no round past its own
+  horizon (it waits for its commit index to move), and a new leader re-proposes or fills holes
+  only up to ``MAX_HORIZON`` above its commit index, the farthest any acceptor accepts: a
+  Promise entry farther away predates the bound or is forged, and is ignored;
+- a node that has seen a ballot at ``MAX_ROUND`` cannot outbid it and stops campaigning, with
+  one error line, rather than pick a round past it;
+- catch-up toward a commit index nobody serves backs off (``paxgos.core.learner``).
 """
 
 from __future__ import annotations
@@ -42,9 +62,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from paxgos.core.acceptor import Acceptor
-from paxgos.core.ballot import ZERO, Ballot
+from paxgos.core.ballot import MAX_ROUND, ZERO, Ballot
 from paxgos.core.learner import Learner
 from paxgos.core.messages import (
+    MAX_HORIZON,
     Accept,
     Accepted,
     CatchupReply,
@@ -105,6 +126,13 @@ class Config:
     catchup_after: float = 0.2
     #: Entries asked for per catch-up request.
     catchup_batch: int = 10_000
+    #: Catch-up attempts that bring nothing wait ever longer between them (doubling from
+    #: ``catchup_timeout``), but never longer than this: a commit index nobody can serve (a
+    #: forged Learn's, a dead node's) costs a request every this many seconds, not 50 a second.
+    catchup_backoff_max: float = 5.0
+    #: How many full windows of batches an acceptor takes ahead of its commit index: see
+    #: ``horizon``.
+    horizon_windows: int = 16
     #: The lease and the election timer.  A follower that has heard from no leader for a
     #: random time between one and two of these starts an election; an acceptor that heard
     #: from a live leader within one refuses other proposers; a leader that heard from no
@@ -120,6 +148,20 @@ class Config:
     @property
     def majority(self) -> int:
         return self.nodes // 2 + 1
+
+    @property
+    def horizon(self) -> int:
+        """How far above its commit index an acceptor takes an Accept, and a leader sends one:
+        ``min(MAX_HORIZON, horizon_windows * window * max_batch)``.
+
+        A leader has at most ``window * max_batch`` slots in flight above its commit index,
+        and a follower trails it by a round or two, so 16 windows (65,536 slots by default)
+        leave plenty of room for honest lag; a follower farther behind refuses, catches up, and
+        accepts again.  ``MAX_HORIZON`` caps it, so that an acceptor's Promise always fits on
+        the wire.  An Accept of the slot right after the commit index is taken whatever its
+        length (``Acceptor.within_horizon``), so a leader whose batches are larger than a
+        follower's horizon (nodes configured differently) never wedges it."""
+        return min(MAX_HORIZON, self.horizon_windows * self.window * self.max_batch)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -151,7 +193,7 @@ class Node:
         self.config = config
         self.id = config.node_id
         self.peers = [n for n in range(config.nodes) if n != config.node_id]
-        self.acceptor = Acceptor(self.id, stored.promised, dict(stored.accepted))
+        self.acceptor = Acceptor(self.id, stored.promised, dict(stored.accepted), config.horizon)
         self.learner = Learner(self.id, stored.commit)
         self.now = 0.0
         self.role = FOLLOWER
@@ -170,6 +212,15 @@ class Node:
         self.values_sent = 0
         self.elections = 0  # candidacies started (real phase 1 runs)
         self.leader_changes = 0  # times this node saw leadership move to another ballot
+        self.dropped = 0  # messages that failed the bounds of ``step`` (for /status)
+        self.ballots_exhausted = False  # a ballot at MAX_ROUND was seen: no more campaigns
+        if stored.promised.round > MAX_ROUND:
+            log.error(
+                "node %d: stored promise %s has a round above %d (written before the bound, by "
+                "a forged Prepare): this node can never campaign or answer a Prepare that peers "
+                "can read; restore its data from a healthy node",
+                self.id, stored.promised, MAX_ROUND,
+            )  # fmt: skip
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -200,8 +251,9 @@ class Node:
         within the election timeout, else None (clients get 503, never a stale redirect)."""
         if self.role == LEADER:
             return self.id
-        if self._lease_live() and self.leader_ballot.node != self.id:
-            return self.leader_ballot.node
+        node = self.leader_ballot.node
+        if self._lease_live() and node != self.id and 0 <= node < self.config.nodes:
+            return node
         return None
 
     def _lease_live(self) -> bool:
@@ -245,6 +297,7 @@ class Node:
             "rounds_in_flight": len(self.rounds),
             "rounds_sent": self.rounds_sent,
             "values_sent": self.values_sent,
+            "dropped_messages": self.dropped,
             "peer_state": peers,
         }
 
@@ -261,7 +314,11 @@ class Node:
         ``prevote``, phase 1 starts at once (a forced election, as etcd's; tests use it)."""
         ready = Ready()
         if not prevote:
-            self._become_candidate(ready, self._next_ballot())
+            ballot = self._next_ballot()
+            if ballot is None:
+                self._exhausted(ready)
+            else:
+                self._become_candidate(ready, ballot)
         elif self.role in (FOLLOWER, PRECANDIDATE):
             self._become_precandidate(ready)
         return ready
@@ -348,20 +405,17 @@ class Node:
         return ready
 
     def step(self, msg: Message) -> Ready:
-        """A message from a peer (or from this node to itself) arrived."""
+        """A message from a peer (or from this node to itself) arrived.  One that fails the
+        bounds of the module docstring is dropped: nothing changes and nothing answers it (the
+        host answers a request with no response as an empty one)."""
         ready = Ready()
+        reason = self._inadmissible(msg)
+        if reason is not None:
+            self.dropped += 1
+            log.debug("node %d: dropped %s: %s", self.id, msg, reason)
+            return ready
         if isinstance(msg, Accept):
-            if msg.ballot >= self.promised:  # it will be accepted: its sender leads
-                self._heard_leader(msg.ballot, ready)
-            ready.response = self.acceptor.on_accept(msg, self.commit, ready.persist)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "node %d: %s slots %d..%d under ballot %s from node %d",
-                    self.id, "accepted" if ready.response.ok else "refused (promised higher)",
-                    msg.first, msg.first + len(msg.values) - 1, msg.ballot, msg.sender,
-                )  # fmt: skip
-            if ready.response.ok:
-                self._learn_commit(msg.ballot, msg.commit, msg.sender, ready)
+            ready.response = self._on_accept(msg, ready)
         elif isinstance(msg, Accepted):
             self._on_accepted(msg, ready)
         elif isinstance(msg, Learn):
@@ -379,11 +433,43 @@ class Node:
         elif isinstance(msg, Promise):
             self._on_promise(msg, ready)
         elif isinstance(msg, CatchupReply):
+            before = self.commit
             self.learner.on_reply(msg, self.now)
             self._apply(ready)
-            if self.known_commit > self.commit and msg.entries:
+            if self.commit == before:
+                self.learner.fruitless_reply()  # it brought nothing: back off
+            elif self.known_commit > self.commit:
                 self._request_catchup(msg.sender, ready)  # more to fetch: keep going
         return ready
+
+    def _inadmissible(self, msg: Message) -> str | None:
+        """Why ``msg`` fails the bounds ``step`` enforces (see the module docstring), or None."""
+        if not 0 <= msg.sender < self.config.nodes:
+            return f"sender {msg.sender} is not a member"
+        if isinstance(msg, (Prepare, Accept, Learn)):
+            if msg.ballot.node != msg.sender:
+                return f"ballot {msg.ballot} is not its sender's"
+            if msg.ballot.round > MAX_ROUND:
+                return f"ballot {msg.ballot} has a round above {MAX_ROUND}"
+        return None
+
+    def _on_accept(self, msg: Accept, ready: Ready) -> Accepted:
+        live = msg.ballot >= self.promised
+        if live:  # it is not outbid: its sender leads
+            self._heard_leader(msg.ballot, ready)
+        response = self.acceptor.on_accept(msg, self.commit, ready.persist)
+        if log.isEnabledFor(logging.DEBUG):
+            why = "refused (promised higher)" if not live else "refused (beyond the horizon)"
+            log.debug(
+                "node %d: %s slots %d..%d under ballot %s from node %d",
+                self.id, "accepted" if response.ok else why,
+                msg.first, msg.first + len(msg.values) - 1, msg.ballot, msg.sender,
+            )  # fmt: skip
+        if response.ok or live:
+            # Beyond the horizon, the commit index is taken as a Learn's would be: a follower
+            # far behind learns how far to catch up.
+            self._learn_commit(msg.ballot, msg.commit, msg.sender, ready)
+        return response
 
     # --- roles --------------------------------------------------------------------------------
 
@@ -421,6 +507,9 @@ class Node:
         """Ask every acceptor whether it would promise a ballot above any seen (no state
         changes anywhere): only a node that could win raises the ballot (Raft's PreVote)."""
         ballot = self._next_ballot()
+        if ballot is None:
+            self._exhausted(ready)
+            return
         self._reset(PRECANDIDATE, ballot, ready)
         log.debug("node %d: probe for ballot %s", self.id, ballot)
         probe = self._prepare()
@@ -439,9 +528,26 @@ class Node:
         prepare = self._prepare()
         ready.messages.extend((p, prepare) for p in self._all())
 
-    def _next_ballot(self) -> Ballot:
-        """The smallest ballot of ours above every ballot this node has seen."""
-        return max(self.promised, self.ballot, self.seen).next_for(self.id)
+    def _next_ballot(self) -> Ballot | None:
+        """The smallest ballot of ours above every ballot this node has seen; None when that
+        would take a round above ``MAX_ROUND``."""
+        top = max(self.promised, self.ballot, self.seen)
+        return None if top.exhausted else top.next_for(self.id)
+
+    def _exhausted(self, ready: Ready) -> None:
+        """No ballot of ours can outbid the highest seen: a candidacy ends (a leader keeps
+        its ballot, a follower keeps following), and the node says so once.  Only a forged
+        ballot gets there (see ``MAX_ROUND``)."""
+        if not self.ballots_exhausted:
+            self.ballots_exhausted = True
+            log.error(
+                "node %d: ballot %s is at the highest round (%d): this node cannot campaign",
+                self.id, max(self.promised, self.ballot, self.seen), MAX_ROUND,
+            )  # fmt: skip
+        if self.role in (PRECANDIDATE, CANDIDATE):
+            self._become_follower(ZERO, ready)
+        elif self.role == FOLLOWER:
+            self._arm_election()  # no tight loop of attempts: the next one an election later
 
     def _prepare(self) -> Prepare:
         """The (probe, while a pre-candidate) Prepare of the current ballot."""
@@ -451,7 +557,21 @@ class Node:
     def _become_leader(self, ready: Ready) -> None:
         """Phase 1 is complete: re-propose what may have been chosen, fill holes with no-ops."""
         term = self.proposer
+        # No acceptor accepts beyond its commit index + MAX_HORIZON, and ours is at least that
+        # of every promiser of the majority we waited for: an entry farther away was never
+        # accepted under the bound (old data, a forged Promise) and filling every hole up to it
+        # is what W2 did with slot 10**12.  The majority's entries alone keep the log safe.
+        reach = self.commit + MAX_HORIZON
         highest = term.highest_accepted(self.commit)
+        beyond = sorted(slot for slot in highest if slot > reach)
+        if beyond:
+            log.warning(
+                "node %d: ignoring %d accepted entries beyond slot %d (commit %d + %d) that "
+                "promises reported, the first at slot %d",
+                self.id, len(beyond), reach, self.commit, MAX_HORIZON, beyond[0],
+            )  # fmt: skip
+            for slot in beyond:
+                del highest[slot]
         for slot, value in self.learner.chosen_ahead.items():
             highest[slot] = (term.ballot, value)
         top = max(highest, default=self.commit)
@@ -596,10 +716,13 @@ class Node:
         term = self.proposer
         term.lingering_since = None
         if self.role == LEADER:
-            while self.queue and len(term.rounds) < self.config.window:
-                if term.rounds and len(self.queue) < self.config.pipeline_batch:
+            cfg = self.config
+            while self.queue and len(term.rounds) < cfg.window:
+                if term.rounds and len(self.queue) < cfg.pipeline_batch:
                     break  # wait for the round in flight, or for a fuller batch
-                count = min(len(self.queue), self.config.max_batch)
+                count = min(len(self.queue), cfg.max_batch)
+                if term.rounds and term.next_slot + count - 1 > self.commit + cfg.horizon:
+                    break  # no acceptor would take it yet: wait for the commit index to move
                 values = []
                 for _ in range(count):
                     request, value = self.queue.popleft()
@@ -636,10 +759,12 @@ class Node:
         term.sent_at = self.now
 
     def _on_accepted(self, msg: Accepted, ready: Ready) -> None:
+        term = self.proposer
         if not msg.ok:
             self._observe(msg.promised, ready)
+            if self.role == LEADER and msg.ballot == term.ballot:
+                self._heard_peer(msg.sender, msg.commit)  # alive and ours, only behind
             return
-        term = self.proposer
         if self.role != LEADER or msg.ballot != term.ballot:
             return
         self._heard_peer(msg.sender, msg.commit)
@@ -688,7 +813,9 @@ class Node:
 
     def _maybe_catch_up(self, ready: Ready) -> None:
         cfg = self.config
-        source = self.learner.catchup_due(self.now, cfg.catchup_after, cfg.catchup_timeout)
+        source = self.learner.catchup_due(
+            self.now, cfg.catchup_after, cfg.catchup_timeout, cfg.catchup_backoff_max
+        )
         if source is not None:
             self._request_catchup(source, ready)
 

@@ -10,7 +10,8 @@ step, the invariant, the last events and the command that replays it.
 Modules: ``options`` (a run's knobs), ``scheduler`` (clock and event queue), ``network``
 (message faults, partitions), ``clients`` (proposers), ``checker`` (the invariants),
 ``simulation`` (the host and the run), ``trace`` (what happened lately), ``faulty`` (broken
-nodes that prove the checks bite), ``cli`` (the command).
+nodes that prove the checks bite), ``hostile`` (forged messages the core must shrug off),
+``cli`` (the command).
 
 Commands::
 
@@ -19,6 +20,7 @@ Commands::
     python -m paxgos.sim --seeds 20000 --first 1000 --steps 10000 --jobs 2 --keep-going -v
                                                           # a long soak
     python -m paxgos.sim --seeds 200 --faulty noop-fill-leader   # watch a broken leader fail
+    python -m paxgos.sim --seeds 500 --hostile 0.02 --jobs 2      # forgeries the bounds refuse
 """
 
 from paxgos.sim.checker import Checker, Violation

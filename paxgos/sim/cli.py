@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", type=float, default=d.partition, help="per-step probability")
     p.add_argument("--crash", type=float, default=d.crash, help="per-step probability")
     p.add_argument("--max-down", type=int, default=d.max_down, help="most nodes down at once")
+    p.add_argument(
+        "--hostile", type=float, default=d.hostile, help="per-step probability of a forgery"
+    )
     p.add_argument("--heal-time", type=float, default=d.heal_time, help="liveness bound (s)")
     p.add_argument("--faulty", choices=sorted(VARIANTS), help="run a deliberately broken node")
     p.add_argument("--trace-lines", type=int, default=d.trace_lines)
@@ -87,6 +90,7 @@ def options_from(ns: argparse.Namespace) -> SimOptions:
         partition=ns.partition,
         crash=ns.crash,
         max_down=ns.max_down,
+        hostile=ns.hostile,
         heal_time=ns.heal_time,
         faulty=ns.faulty,
         trace_lines=ns.trace_lines,

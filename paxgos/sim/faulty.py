@@ -86,7 +86,8 @@ class AcceptBelowPromiseNode(Node):
 
     def __init__(self, config: Config, stored: StoredState | None = None):
         super().__init__(config, stored)
-        self.acceptor = _LaxAcceptor(self.id, self.acceptor.promised, self.acceptor.accepted)
+        old = self.acceptor
+        self.acceptor = _LaxAcceptor(self.id, old.promised, old.accepted, old.horizon)
 
 
 class ForgetPromiseNode(Node):

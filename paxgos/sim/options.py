@@ -31,6 +31,8 @@ class SimOptions:
     crash: float = 0.003
     #: Most nodes down at once (``None``: all but one).
     max_down: int | None = None
+    #: Probability per step that the nemesis forges a message (``paxgos.sim.hostile``).
+    hostile: float = 0.0
     #: Simulated seconds the healed cluster gets to finish every proposal and converge.
     heal_time: float = 15.0
     #: Name of a deliberately broken node variant from ``paxgos.sim.faulty`` (tests only).

@@ -16,14 +16,15 @@ on the initial leader at boot and after it restarts; answer ``CatchupRequest`` f
 from ``store.load()``: only what was persisted survives.
 
 Phases: for ``options.steps`` events the nemesis crashes nodes and partitions the network while
-the network loses, duplicates and delays messages; then every fault heals and the cluster has
-``options.heal_time`` simulated seconds to answer every pending proposal, commit a probe, and
-bring every node to the same commit index under exactly one leader (liveness).  Then stability:
-one follower is cut off for 0.6-2 s and comes back, and the leader must keep its post throughout
-(a disruption is a violation: leader stickiness) while the cluster converges again.  Safety is
-checked at every step (``paxgos.sim.checker``), and so is the lease: a leader that cannot have
-heard from a majority for longer than its election timeout (plus two ticks, plus a crashed
-peer's last detour) must not take a proposal.
+the network loses, duplicates and delays messages (and, with ``options.hostile``, forges
+messages the core's bounds must make harmless: ``paxgos.sim.hostile``); then every fault heals
+and the cluster has ``options.heal_time`` simulated seconds to answer every pending proposal,
+commit a probe, and bring every node to the same commit index under exactly one leader
+(liveness).  Then stability: one follower is cut off for 0.6-2 s and comes back, and the leader
+must keep its post throughout (a disruption is a violation: leader stickiness) while the cluster
+converges again.  Safety is checked at every step (``paxgos.sim.checker``), and so is the lease:
+a leader that cannot have heard from a majority for longer than its election timeout (plus two
+ticks, plus a crashed peer's last detour) must not take a proposal.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from paxgos.core.release import Pipeline, Step
 from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.clients import Clients
 from paxgos.sim.faulty import node_factory
+from paxgos.sim.hostile import forge
 from paxgos.sim.network import Network
 from paxgos.sim.options import SimOptions
 from paxgos.sim.scheduler import (
@@ -80,6 +82,7 @@ class RunResult:
     digest: str
     invariant: str | None = None
     report: str = ""
+    forged: int = 0  # messages the hostile nemesis sent
 
     @property
     def ok(self) -> bool:
@@ -91,7 +94,8 @@ class RunResult:
             f"seed={self.seed} {status} steps={self.steps} t={self.sim_time_us / 1e6:.3f}s "
             f"commit={self.commit} proposed={self.proposed} committed={self.committed} "
             f"crashes={self.crashes} partitions={self.partitions} sent={self.sent} "
-            f"lost={self.lost} digest={self.digest}"
+            f"lost={self.lost}{f' forged={self.forged}' if self.forged else ''} "
+            f"digest={self.digest}"
         )
 
 
@@ -160,6 +164,9 @@ class Simulation:
         self.crashes = 0
         self.partitions = 0
         self.step = 0
+        # The forger draws from a generator of its own: without it, a seed runs as it always did.
+        self.forger = random.Random(seed ^ 0x686F7374)
+        self.forged = 0
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -185,10 +192,13 @@ class Simulation:
         opts = self.options
         crash = opts.crash
         split = crash + opts.partition
+        hostile = opts.hostile
         rng = self.rng
         step_once = self._step_once
         while self.step < opts.steps:
             step_once()
+            if hostile and self.forger.random() < hostile:
+                self._forge()
             if split:
                 r = rng.random()
                 if r < crash:
@@ -499,6 +509,19 @@ class Simulation:
         downtime = rng.randint(1_000, 30_000) if quick else rng.randint(30_000, 800_000)
         self.scheduler.after(downtime, RESTART, i, self.incarnation[i])
 
+    def _forge(self) -> None:
+        """Send one forged message (``paxgos.sim.hostile``) to a node other than the one it
+        names as its sender (a host refuses a message naming itself from outside)."""
+        n = self.options.nodes
+        if n < 2:
+            return
+        top = max((node.promised.round for node in self.nodes if node is not None), default=0)
+        kind, sender, msg = forge(self.forger, n, top)
+        dst = self.forger.choice([i for i in range(n) if i != sender])
+        self.forged += 1
+        self.trace.add((self.step, self.scheduler.now, "forge", dst, sender, kind))
+        self._send(sender, dst, msg)
+
     def _partition(self) -> None:
         n = self.options.nodes
         rng = self.rng
@@ -549,6 +572,7 @@ class Simulation:
             digest=digest[:12],
             invariant=invariant,
             report=report,
+            forged=self.forged,
         )
 
 
