@@ -297,7 +297,7 @@ class Node:
             "rounds_in_flight": len(self.rounds),
             "rounds_sent": self.rounds_sent,
             "values_sent": self.values_sent,
-            "dropped_messages": self.dropped,
+            "refused_messages": self.dropped,
             "peer_state": peers,
         }
 
