@@ -172,7 +172,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "--min-batch",
         type=positive,
         default=NODE.min_batch,
-        help="with no batch in flight, a smaller one waits up to --linger for more values "
+        help="with no batch in flight, a smaller one waits up to --linger for more values, "
+        "when the recent arrival rate says they come in time: a lone client never waits "
         f"(default {NODE.min_batch}; 1 never waits)",
     )
     parser.add_argument(

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -251,7 +252,7 @@ def test_small_batches_wait_for_the_round_in_flight() -> None:
 
 
 def test_a_small_first_batch_lingers_until_it_fills() -> None:
-    c = Cluster(3, {"min_batch": 4, "linger": 0.01})
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0})
     leader = c.nodes[0]
     c.propose(0, [1, 2])
     c.handle(0, leader.flush(5.0))  # no round in flight, two values: they wait for company
@@ -266,8 +267,40 @@ def test_a_small_first_batch_lingers_until_it_fills() -> None:
     assert [o.slot for o in c.committed()] == [1, 2, 3, 4]
 
 
+def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
+    """The adaptive linger: a batch waits only when the recent arrival rate says that at least
+    ``linger_fill`` of the missing values come within ``linger``."""
+    c = Cluster(3, {"min_batch": 8, "linger": 0.004, "linger_fill": 0.5, "rate_window": 0.02})
+    leader = c.nodes[0]
+    now = 5.0
+    for value in range(1, 16):  # one proposal every 2 ms, answered before the next: a lone client
+        c.propose(0, [value], value)
+        c.handle(0, leader.flush(now))
+        assert leader.flush_due is None  # it went at once
+        c.run()
+        now += 0.002
+    assert leader.arrival_rate == pytest.approx(500, rel=0.3)
+    assert [o.slot for o in c.committed()] == list(range(1, 16))
+    # A busy stream: 3 proposals a millisecond (3,000/s: 12 in a linger of 4 ms, more than
+    # half of the 7 missing), so a small first batch now waits for company.
+    slot = 16
+    for _ in range(45):
+        c.propose(0, [slot, slot + 1, slot + 2], slot)
+        c.handle(0, leader.flush(now))
+        c.run()
+        slot += 3
+        now += 0.001
+    assert leader.arrival_rate == pytest.approx(3000, rel=0.1)
+    c.propose(0, [slot], slot)
+    c.handle(0, leader.flush(now))
+    assert leader.flush_due == now + 0.004  # waits up to the linger
+    c.handle(0, leader.flush(now + 0.004))
+    c.run()
+    assert leader.flush_due is None and c.committed()[-1].slot == slot
+
+
 def test_a_lingering_batch_goes_when_it_is_due() -> None:
-    c = Cluster(3, {"min_batch": 4, "linger": 0.01})
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0})
     leader = c.nodes[0]
     c.propose(0, [1])
     c.handle(0, leader.flush(5.0))
@@ -278,7 +311,7 @@ def test_a_lingering_batch_goes_when_it_is_due() -> None:
 
 
 def test_no_lingering_without_the_time_or_with_a_round_in_flight() -> None:
-    c = Cluster(3, {"min_batch": 4, "linger": 0.01, "pipeline_batch": 64})
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0, "pipeline_batch": 64})
     leader = c.nodes[0]
     c.propose(0, [1])
     c.flush(0)  # a flush without the time never waits
@@ -291,7 +324,7 @@ def test_no_lingering_without_the_time_or_with_a_round_in_flight() -> None:
 
 
 def test_only_a_leader_lingers() -> None:
-    c = Cluster(3, {"min_batch": 4, "linger": 0.01}, campaign=False)
+    c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0}, campaign=False)
     candidate = c.nodes[0]
     c.handle(
         0, candidate.campaign(prevote=False)
@@ -328,7 +361,7 @@ def test_window_bounds_the_rounds_in_flight() -> None:
     while c.net:
         c.deliver(*c.net.popleft())
         assert len(c.nodes[0].rounds) <= 2
-    assert [o.slot for o in c.committed()] == [1, 2, 3, 4, 5]
+    assert [o.slot for o in c.committed()] == list(range(1, 16))
 
 
 def test_a_majority_suffices_with_two_of_five_silent() -> None:

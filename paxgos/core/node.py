@@ -104,12 +104,20 @@ class Config:
     #: round costs a message to each peer, so while one is in flight, small batches wait to
     #: grow (Nagle's rule); under heavy load full batches still pipeline up to ``window``.
     pipeline_batch: int = 64
-    #: With no round in flight, a batch of fewer values than this waits up to ``linger`` for
-    #: more (the clients answered by the last round are about to propose again): fewer, larger
-    #: rounds cost every node less.  1 (the default here) never waits; only a ``flush`` given
-    #: the time can wait.
+    #: With no round in flight, a batch of fewer values than this may wait up to ``linger``
+    #: for more (under load, the clients answered by the last round are about to propose
+    #: again): fewer, larger rounds cost every node less.  It waits only while the recent
+    #: arrival rate says at least ``linger_fill`` of the missing values come within the wait,
+    #: so a lone client never waits (Nagle's algorithm with the rate as its signal).  1 (the
+    #: default here) never waits; only a ``flush`` given the time can wait.
     min_batch: int = 1
     linger: float = 0.0
+    #: The share of ``min_batch`` minus the queue that the arrival rate must promise within
+    #: ``linger`` for a batch to wait (0: always wait, the fixed linger).
+    linger_fill: float = 0.5
+    #: Arrivals are counted over windows at least this long (the rate of the last one is the
+    #: estimate; a window that spans an idle time gives a low rate, as it should).
+    rate_window: float = 0.02
     #: Most proposals waiting for a batch; beyond it the leader answers "overloaded".
     max_queue: int = 50_000
     #: Resend an unanswered Prepare or Accept after this long.
@@ -213,6 +221,11 @@ class Node:
         self.elections = 0  # candidacies started (real phase 1 runs)
         self.leader_changes = 0  # times this node saw leadership move to another ballot
         self.dropped = 0  # messages that failed the bounds of ``step`` (for /status)
+        # Proposals queued since ``rate_since``, and the rate of the last closed window
+        # (values per second): what decides whether a small batch lingers.
+        self.arrivals = 0
+        self.rate_since: float | None = None
+        self.arrival_rate = 0.0
         self.ballots_exhausted = False  # a ballot at MAX_ROUND was seen: no more campaigns
         if stored.promised.round > MAX_ROUND:
             log.error(
@@ -298,6 +311,7 @@ class Node:
             "rounds_sent": self.rounds_sent,
             "values_sent": self.values_sent,
             "refused_messages": self.dropped,
+            "arrival_rate": round(self.arrival_rate, 1),
             "peer_state": peers,
         }
 
@@ -334,6 +348,7 @@ class Node:
             ready.outcomes.append(Rejected(request, "overloaded", self.id))
         else:
             self.queue.append((request, value))
+            self.arrivals += 1
             if len(self.queue) >= self.config.max_batch:
                 self._flush(ready)
         return ready
@@ -345,8 +360,10 @@ class Node:
         than ``min_batch`` values queued, they wait until ``flush_due`` for company; the host
         flushes again then.  Without ``now`` nothing waits."""
         ready = Ready()
-        if now is not None and self._linger(now):
-            return ready
+        if now is not None:
+            self._measure_arrivals(now)
+            if self._linger(now):
+                return ready
         self._flush(ready)
         return ready
 
@@ -702,6 +719,14 @@ class Node:
             return
         self._become_leader(ready)
 
+    def _measure_arrivals(self, now: float) -> None:
+        """Close the arrival-rate window once it is ``rate_window`` long."""
+        if self.rate_since is None:
+            self.rate_since, self.arrivals = now, 0
+        elif now - self.rate_since >= self.config.rate_window:
+            self.arrival_rate = self.arrivals / (now - self.rate_since)
+            self.rate_since, self.arrivals = now, 0
+
     def _linger(self, now: float) -> bool:
         """Whether a small first batch should keep waiting (starting the wait if need be)."""
         cfg = self.config
@@ -709,6 +734,9 @@ class Node:
         if self.role != LEADER or term.rounds or not 0 < len(self.queue) < cfg.min_batch:
             return False
         if term.lingering_since is None:
+            missing = cfg.min_batch - len(self.queue)
+            if self.arrival_rate * cfg.linger < cfg.linger_fill * missing:
+                return False  # the batch would not fill in time: waiting only adds latency
             term.lingering_since = now
         return now < term.lingering_since + cfg.linger
 

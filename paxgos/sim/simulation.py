@@ -121,7 +121,11 @@ class Simulation:
         pipeline_batch = 1 if max_batch < 1024 else 64
         # Half the seeds let a small first batch linger (as the real nodes do); drawn from a
         # generator of its own so that the other choices of a seed stay what they were.
-        min_batch = random.Random(seed ^ 0x6C696E67).choice((1, 4))
+        lingering = random.Random(seed ^ 0x6C696E67)
+        min_batch = lingering.choice((1, 4))
+        # The adaptive linger's threshold: 0 always waits (the fixed linger), 0.5 the nodes'
+        # default, 1 waits only for a batch the rate fills completely.
+        linger_fill = lingering.choice((0.0, 0.5, 1.0))
         # Half the seeds defer chosen-only writes to the next write or tick, as the real host
         # does (paxgos.core.ready, rule 4): a crash then loses chosen entries it had learned.
         self.defer_chosen = random.Random(seed ^ 0x64656665).random() < 0.5
@@ -139,6 +143,7 @@ class Simulation:
                 catchup_batch=catchup_batch,
                 min_batch=min_batch,
                 linger=0.005,
+                linger_fill=linger_fill,
                 seed=timers.randrange(2**32),
             )
             for i in range(n)
