@@ -69,6 +69,16 @@ def election_timeout(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
+    return value
+
+
 def percent(text: str) -> float:
     try:
         value = float(text)
@@ -184,6 +194,15 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help=f"longest wait of a batch smaller than --min-batch (default {seconds(NODE.linger)})",
     )
     parser.add_argument(
+        "--linger-fill",
+        type=fraction,
+        default=NODE.linger_fill,
+        metavar="F",
+        help="a small batch waits only while the recent arrival rate promises at least this "
+        f"share of the missing values within --linger (default {NODE.linger_fill:g}; 0 always "
+        "waits)",
+    )
+    parser.add_argument(
         "--tls-cert",
         default=None,
         metavar="FILE",
@@ -230,6 +249,7 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         pipeline_batch=args.pipeline_batch,
         min_batch=args.min_batch,
         linger=args.linger,
+        linger_fill=args.linger_fill,
         election_timeout=args.election_timeout,
         secret_file=args.secret_file,
         insecure=args.insecure,
@@ -264,6 +284,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         str(args.min_batch),
         "--linger",
         f"{args.linger}s",
+        "--linger-fill",
+        str(args.linger_fill),
         "--election-timeout",
         f"{args.election_timeout}s",
         "--log-level",

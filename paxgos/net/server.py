@@ -56,6 +56,7 @@ class NodeOptions:
     pipeline_batch: int = 64
     min_batch: int = 32
     linger: float = 0.004
+    linger_fill: float = Config.linger_fill
     election_timeout: float = Config.election_timeout
     #: The cluster secret's file (``None``: ``DATA_DIR/secret``); see ``paxgos.net.auth``.
     secret_file: str | None = None
@@ -179,6 +180,7 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         pipeline_batch=options.pipeline_batch,
         min_batch=options.min_batch,
         linger=options.linger,
+        linger_fill=options.linger_fill,
         election_timeout=options.election_timeout,
         seed=int.from_bytes(os.urandom(8), "big"),  # this node's election timer draws
     )
