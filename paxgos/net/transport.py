@@ -1,20 +1,27 @@
 """Peer fan-out: turns the core's outgoing messages into HTTP requests and feeds back replies.
 
 Each peer message is one HTTP/1.1 request (``POST /prepare``, ``/accept``, ``/learn``, or the
-catch-up ``GET /learn?...``) on a kept-alive connection of that peer's own pool: a stalled peer
-ties up only its own connections, never those of the healthy majority.  Past ``max_in_flight``
-unanswered requests a peer's further messages are dropped, as a lossy network would drop them:
-the core retransmits what matters.  A request unanswered after its timeout has its connection
-closed (the message is lost; the core retransmits).
+catch-up ``GET /learn?...``), signed with the cluster secret (``paxgos.net.auth``), sent through
+Tornado's ``AsyncHTTPClient`` interface.  The client is chosen with ``configure_peer_client``:
+``pooled`` (the default, ``paxgos.net.peerclient.PooledHTTPClient``: kept-alive connections per
+peer, a stalled peer tying up only its own) or ``curl`` (Tornado's ``CurlAsyncHTTPClient``).
+Past ``max_in_flight`` unanswered requests a peer's further messages are dropped, as a lossy
+network would drop them: the core retransmits what matters.  A request unanswered after its
+timeout fails (the message is lost; the core retransmits).
 
-Why not a general HTTP client: the requests are a fixed, tiny subset of HTTP/1.1 between our
-own nodes (small bodies, ``Content-Length`` always, no redirects, cookies, TLS or chunking), and
-on the leader the fan-out is on the hot path of every round.  Tornado's simple client opens a
-connection per request, and the curl client spent about a third of the leader's CPU in its
-Python layer (request objects, dozens of ``setopt`` calls and a header callback per request).
-``PeerClient`` writes one preformatted request and reads one ``Content-Length`` response on
-Tornado's ``IOStream``; it connects to an IP address directly and to a host name through
-Tornado's ``TCPClient``.
+An answer reaches the core only if it is what was asked for:
+
+- a 200 or 204 whose ``Paxgos-Signature`` binds it to this request (other statuses are dropped
+  unread: a refusal, an overload, a failed disk);
+- no longer than the request's reply can be (``answer_limit``, from the protocol's limits: a
+  peer answering ``Content-Length: 10**12`` costs nothing; ``MAX_RESPONSE``);
+- a well-formed message of the type that answers the request (``REPLY_TO``: a Prepare is
+  answered by a Promise, ...), from the node asked.
+
+Anything else is dropped and logged at most once per kind and peer every 10 s
+(``RateLimitedLog``): a misbehaving peer cannot flood the log.  No failure of an exchange
+escapes it.  An answer longer than ``DECODE_IN_THREAD`` is checked and decoded on a worker
+thread (see there for what that buys).
 
 Messages to the node itself skip HTTP and go straight back into the host, after the same fault
 injection an acceptor applies to its peers' messages.
@@ -23,226 +30,204 @@ injection an acceptor applies to its peers' messages.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import concurrent.futures
 import logging
-import socket
+import ssl
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import IOStream, StreamClosedError
-from tornado.tcpclient import TCPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
 
 from paxgos.core.messages import (
+    MAX_BATCH,
     Accept,
+    Accepted,
+    CatchupReply,
     CatchupRequest,
     Learn,
+    LearnAck,
     Message,
     MessageError,
     Prepare,
+    Promise,
     decode,
     encode,
 )
+from paxgos.net.auth import SIGNATURE, PeerAuth
+from paxgos.net.peerclient import BadAnswer, PeerError, PeerRequest, PooledHTTPClient, parse_head
+from paxgos.net.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from paxgos.net.host import NodeHost
+
+__all__ = [
+    "MAX_RESPONSE",
+    "PEER_CLIENTS",
+    "PeerError",
+    "Transport",
+    "answer_limit",
+    "configure_peer_client",
+    "parse_head",
+]
 
 log = logging.getLogger("paxgos.net")
 
 PATHS: dict[type, str] = {Prepare: "/prepare", Accept: "/accept", Learn: "/learn"}
 
-#: Longest response head (status line and headers) a peer may send.
-MAX_HEAD = 16 * 1024
+#: The message type that answers each request.
+REPLY_TO: dict[type, type] = {
+    Prepare: Promise,
+    Accept: Accepted,
+    Learn: LearnAck,
+    CatchupRequest: CatchupReply,
+}
+
+# --- how long an answer can be ----------------------------------------------------------------
+
+#: The longest JSON integer a message holds: ``-9223372036854775808``.
+NUMBER = 20
+#: Room for a reply's fixed fields (type, sender, ballots, commit, flags: at most eight
+#: numbers and their names, under 300 bytes compact) and for a refusal's one-line text.
+REPLY_ENVELOPE = 1024
+#: One entry of a Promise's ``accepted``, ``[slot,[round,node],value],``: four numbers and
+#: eight bytes of punctuation.
+ACCEPTED_ENTRY = 4 * NUMBER + 8
+#: One entry of a CatchupReply's ``entries``, ``[slot,value],``: two numbers and four bytes.
+CHOSEN_ENTRY = 2 * NUMBER + 4
+#: The longest answer a peer can legitimately send: a Promise listing MAX_BATCH accepted
+#: entries (``decode`` refuses more), 1,024 + 100,000 x 88 = 8,801,024 bytes.  A CatchupReply
+#: of MAX_BATCH entries is half that; an Accepted or a LearnAck fits in REPLY_ENVELOPE.
+MAX_RESPONSE = REPLY_ENVELOPE + MAX_BATCH * ACCEPTED_ENTRY
+
+#: Answers longer than this are checked and decoded on a worker thread.  ``json.loads`` holds
+#: the GIL, so a thread cannot hide its part (about 130 ms for a MAX_RESPONSE Promise on the
+#: reference machine), but the field validation after it is Python and yields the loop every
+#: switch interval: the longest stall for a MAX_RESPONSE answer fell from 254 ms to 119 ms.
+#: Below this size decoding takes a few milliseconds (4 ms for a catch-up reply, 9 ms for a
+#: Promise), where a hand-off (55 us, and a GIL switch) would buy little.
+DECODE_IN_THREAD = 256 * 1024
 
 
-class PeerError(Exception):
-    """A peer's answer could not be read: connection refused, closed, timed out, or not HTTP."""
+def answer_limit(msg: Message) -> int:
+    """The most bytes the answer to ``msg`` can have (see ``MAX_RESPONSE``)."""
+    if isinstance(msg, Prepare):
+        return MAX_RESPONSE
+    if isinstance(msg, CatchupRequest):
+        return REPLY_ENVELOPE + min(msg.limit, MAX_BATCH) * CHOSEN_ENTRY
+    return REPLY_ENVELOPE  # an Accepted or a LearnAck: fixed fields only
 
 
-def parse_head(head: bytes) -> tuple[int, int, bool]:
-    """``(status, content length, keep alive)`` of an HTTP/1.x response head (ending in a
-    blank line); ``PeerError`` for anything else, or for a chunked body."""
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise PeerError(f"not an HTTP/1 response: {lines[0][:80]!r}")
-    status = int(parts[1])
-    if status < 200:
-        # An interim answer would leave the real one unread on a pooled connection; our peers
-        # never send one (no request of ours says "Expect").
-        raise PeerError(f"unexpected interim response {status}")
-    keep_alive = parts[0] == b"HTTP/1.1"
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            text = value.strip()
-            if not text.isdigit():
-                raise PeerError(f"bad Content-Length: {text[:40]!r}")
-            length = int(text)
-        elif name == b"connection":
-            keep_alive = value.strip().lower() == b"keep-alive" or (
-                keep_alive and value.strip().lower() != b"close"
+# --- which HTTP client ------------------------------------------------------------------------
+
+#: The peer clients ``configure_peer_client`` (and ``--peer-client``) knows.
+PEER_CLIENTS = ("pooled", "curl")
+#: Concurrent requests of the curl client: Tornado's default (10) would queue every peer's
+#: requests behind a stalled peer's 32 in flight; this is 32 each for 8 peers.
+CURL_MAX_CLIENTS = 256
+
+
+def configure_peer_client(
+    kind: str = "pooled",
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    ca_certs: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> None:
+    """Select the ``AsyncHTTPClient`` implementation peers are reached with (call it before a
+    ``NodeHost`` is built; a ``Transport`` makes its client on first use).
+
+    ``pooled``: ``PooledHTTPClient``, TLS by ``ssl_context`` (or one made from the files).
+    ``curl``: ``CurlAsyncHTTPClient`` (needs ``pycurl``), TLS by the certificate files, as
+    libcurl takes them.  ``ValueError`` with a one-line reason for anything it cannot do."""
+    if kind == "pooled":
+        if ssl_context is None and (ca_certs or client_cert):
+            try:
+                ssl_context = ssl.create_default_context(cafile=ca_certs)
+                if client_cert:
+                    ssl_context.load_cert_chain(client_cert, client_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load the peer TLS files: {exc}") from None
+        AsyncHTTPClient.configure(
+            PooledHTTPClient, max_body_size=MAX_RESPONSE, ssl_context=ssl_context
+        )
+    elif kind == "curl":
+        try:
+            import pycurl  # noqa: F401
+        except ImportError:
+            raise ValueError("--peer-client curl needs pycurl: pip install pycurl") from None
+        if ssl_context is not None and not ca_certs:
+            raise ValueError("the curl peer client verifies peers by files: give ca_certs")
+        defaults = {
+            name: value
+            for name, value in (
+                ("ca_certs", ca_certs), ("client_cert", client_cert), ("client_key", client_key)
             )
-        elif name == b"transfer-encoding":
-            raise PeerError("chunked responses are not expected from a peer")
-    if status in (204, 304):
-        length = 0
-    return status, length, keep_alive
+            if value
+        }  # fmt: skip
+        AsyncHTTPClient.configure(
+            "tornado.curl_httpclient.CurlAsyncHTTPClient",
+            max_clients=CURL_MAX_CLIENTS,
+            defaults=defaults,
+        )
+    else:
+        raise ValueError(f"unknown peer client {kind!r} (one of: {', '.join(PEER_CLIENTS)})")
 
 
-class PeerClient:
-    """HTTP/1.1 requests to one peer on a pool of kept-alive connections (one request per
-    connection at a time; a new connection when none is idle)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError(f"peer URL must be http://host:port, not {url!r}")
-        self.address = parts.hostname
-        self.port = parts.port or 80
-        self.family: int | None  # of an IP address; None for a host name
-        try:
-            version = ipaddress.ip_address(self.address).version
-            self.family = socket.AF_INET6 if version == 6 else socket.AF_INET
-        except ValueError:
-            self.family = None
-        self.netloc = parts.netloc
-        self.idle: list[IOStream] = []
-        #: Connections with a request under way -> the loop time its answer is due by.
-        self.busy: dict[IOStream, float] = {}
-        self.overdue: set[IOStream] = set()  # closed by ``expire``: their request timed out
-        self.closed = False
-
-    async def fetch(self, head: str, body: bytes, timeout: float) -> tuple[int, bytes]:
-        """Send a request (``head``: its request line) and return ``(status, body)``."""
-        request = (
-            f"{head} HTTP/1.1\r\nHost: {self.netloc}\r\n"
-            + (f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-        ).encode() + body
-        # An idle connection may have been closed by the peer (a restart) without this side
-        # noticing (nothing reads an idle stream): if a reused one fails before its answer is
-        # due, the request goes once more on a new connection.  A peer message may arrive twice
-        # anyway (the core retransmits), so resending is safe.
-        stream = self.idle.pop() if self.idle else None
-        if stream is not None:
-            try:
-                return await self._round_trip(stream, request, timeout)
-            except PeerError:
-                if stream in self.overdue:
-                    self.overdue.discard(stream)
-                    raise
-        stream = await self._connect(timeout)
-        try:
-            return await self._round_trip(stream, request, timeout)
-        finally:
-            self.overdue.discard(stream)
-
-    async def _round_trip(
-        self, stream: IOStream, request: bytes, timeout: float
-    ) -> tuple[int, bytes]:
-        """One request and its answer on ``stream``; the stream goes back to the idle pool if
-        the answer leaves it reusable."""
-        self.busy[stream] = IOLoop.current().time() + timeout
-        try:
-            stream.write(request)
-            status, length, keep_alive = parse_head(
-                await stream.read_until(b"\r\n\r\n", max_bytes=MAX_HEAD)
-            )
-            answer = await stream.read_bytes(length) if length else b""
-        except (StreamClosedError, PeerError) as exc:
-            stream.close()
-            raise PeerError(str(exc) or "connection closed") from exc
-        finally:
-            self.busy.pop(stream, None)
-        if keep_alive and not self.closed and not stream.closed():
-            self.idle.append(stream)
-        else:
-            stream.close()
-        return status, answer
-
-    async def _connect(self, timeout: float) -> IOStream:
-        """A new connection to the peer, or ``PeerError``.  An IP address is connected to
-        directly: a stalled or stopped peer costs a new connection per timed-out request, and
-        ``TCPClient`` would resolve the address in a thread (a GIL handoff) every time."""
-        if self.family is None:  # a host name: resolution and fallbacks by TCPClient
-            try:
-                stream = await TCPClient().connect(self.address, self.port, timeout=timeout)
-            except (OSError, StreamClosedError, asyncio.TimeoutError, TimeoutError) as exc:
-                raise PeerError(f"cannot connect: {exc}") from exc
-        else:
-            try:
-                stream = IOStream(socket.socket(self.family, socket.SOCK_STREAM))
-            except OSError as exc:  # out of file descriptors, say
-                raise PeerError(f"cannot connect: {exc}") from exc
-            self.busy[stream] = IOLoop.current().time() + timeout  # the sweep bounds connect
-            try:
-                await stream.connect((self.address, self.port))
-            except (OSError, StreamClosedError) as exc:
-                stream.close()
-                raise PeerError(f"cannot connect: {exc}") from exc
-            finally:
-                self.busy.pop(stream, None)
-                self.overdue.discard(stream)
-        stream.set_nodelay(True)
-        return stream
-
-    def expire(self, now: float) -> None:
-        """Close the connections whose answer is overdue (their requests fail)."""
-        for stream, due in list(self.busy.items()):
-            if due <= now:
-                self.overdue.add(stream)
-                stream.close()
-
-    def close(self) -> None:
-        self.closed = True
-        for stream in self.idle + list(self.busy):
-            stream.close()
-        self.idle.clear()
+def peer_http_client(ssl_context: ssl.SSLContext | None = None) -> AsyncHTTPClient:
+    """A new instance of the configured peer client.  ``PooledHTTPClient`` when none of ours is
+    configured (Tornado's default, the simple client, opens a connection per request and queues
+    every peer's requests behind ten), or when ``ssl_context`` is given for it (curl takes its
+    TLS files from ``configure_peer_client`` instead)."""
+    configured = AsyncHTTPClient.configured_class()
+    if configured.__name__ == "CurlAsyncHTTPClient":
+        return AsyncHTTPClient(force_instance=True)
+    if configured is PooledHTTPClient and ssl_context is None:
+        return AsyncHTTPClient(force_instance=True)
+    return PooledHTTPClient(
+        force_instance=True, max_body_size=MAX_RESPONSE, ssl_context=ssl_context
+    )
 
 
 class Transport:
     """Sends core messages to peers over HTTP; see the module docstring."""
 
     def __init__(
-        self, host: NodeHost, urls: list[str], timeout: float, max_in_flight: int = 32
+        self,
+        host: NodeHost,
+        urls: list[str],
+        timeout: float,
+        auth: PeerAuth | None = None,
+        max_in_flight: int = 32,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``auth``: signs requests and checks answers (``None``: an insecure node's, nothing
+        signed); ``ssl_context``: how ``https://`` peers are verified and what this node
+        presents to them (the pooled client's; ``None``: the configured client's settings)."""
         self.host = host
         self.urls = urls
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.in_flight = [0] * len(urls)
         self.dropped = 0
-        self.clients: dict[int, PeerClient] = {}
-        self._encoded: tuple[Message | None, bytes] = (None, b"")
-        self._sweeper: PeriodicCallback | None = None
+        self.auth = auth if auth is not None else PeerAuth(None)
+        self.ssl_context = ssl_context
+        self.http: AsyncHTTPClient | None = None  # made on first use, on the running loop
+        self.log = RateLimitedLog(log)
+        self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
+        self._encoded: tuple[Message | None, bytes, str] = (None, b"", "")
         self.closed = False
-
-    def _client(self, to: int) -> PeerClient:
-        client = self.clients.get(to)
-        if client is None:
-            client = self.clients[to] = PeerClient(self.urls[to])
-            if self._sweeper is None:
-                # Overdue answers are found by one sweep for all requests: a timer per request
-                # would cost more than the request.
-                self._sweeper = PeriodicCallback(self._expire, 100)
-                self._sweeper.start()
-        return client
-
-    def _expire(self) -> None:
-        now = IOLoop.current().time()
-        for client in self.clients.values():
-            client.expire(now)
 
     def close(self) -> None:
         """Close every connection; messages sent from now on are dropped (the node stops)."""
         self.closed = True
-        if self._sweeper is not None:
-            self._sweeper.stop()
-        for client in self.clients.values():
-            client.close()
-        self.clients.clear()
+        if self.http is not None:
+            self.http.close()
+            self.http = None
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=False)
 
     def send(self, to: int, msg: Message) -> None:
         """Send ``msg`` to node ``to``; its reply, if any, goes back into the core."""
@@ -252,51 +237,187 @@ class Transport:
         if self.in_flight[to] >= self.max_in_flight or self.closed:
             self.dropped += 1
             return
+        body: bytes | None
         if isinstance(msg, CatchupRequest):
             query = urlencode({"from": msg.from_slot, "limit": msg.limit, "sender": msg.sender})
-            head, body, timeout = f"GET /learn?{query}", b"", max(self.timeout, 5.0)
+            method, target, body = "GET", f"/learn?{query}", None
+            timeout = max(self.timeout, 5.0)
+            signature = self.auth.sign_request(method, target, b"")
         else:
-            if self._encoded[0] is not msg:  # a broadcast: encode once for every peer
-                self._encoded = (msg, encode(msg))
-            head, body, timeout = f"POST {PATHS[type(msg)]}", self._encoded[1], self.timeout
+            if self._encoded[0] is not msg:  # a broadcast: encode and sign once for every peer
+                method, target, data = "POST", PATHS[type(msg)], encode(msg)
+                self._encoded = (msg, data, self.auth.sign_request(method, target, data))
+            method, target = "POST", PATHS[type(msg)]
+            _, body, signature = self._encoded
+            timeout = self.timeout
+        headers = {"Content-Type": "application/json"}
+        if signature:
+            headers[SIGNATURE] = signature
         self.in_flight[to] += 1
-        asyncio.ensure_future(self._exchange(to, msg, head, body, timeout))
-
-    async def _exchange(
-        self, to: int, msg: Message, head: str, body: bytes, timeout: float
-    ) -> None:
+        answered = partial(self._answered, to, msg, signature)
         try:
-            status, answer = await self._client(to).fetch(head, body, timeout)
-        except PeerError as exc:  # refused, closed, timed out: the message is lost
-            log.debug("node %d: %s to node %d lost: %s", self.host.node.id, msg, to, exc)
-            return
-        finally:
+            if self.http is None:
+                self.http = peer_http_client(self.ssl_context)
+            request = PeerRequest(
+                self.urls[to] + target, method=method, headers=headers, body=body,
+                request_timeout=timeout, connect_timeout=timeout, max_body_size=answer_limit(msg),
+            )  # fmt: skip
+            if type(self.http) is PooledHTTPClient:
+                # Our own client, by its fetch_impl: fetch() would copy the headers into an
+                # HTTPHeaders, wrap the request in a proxy of defaults and add a future, a
+                # third of the client's own cost per request, for nothing it reads.
+                self.http.fetch_impl(request, answered)
+            else:
+                future = self.http.fetch(request, raise_error=False)
+                future.add_done_callback(partial(_response_of, request, answered))
+        except Exception as exc:  # a closed client, no file descriptor: the message is lost
             self.in_flight[to] -= 1
-        if status == 204:
+            self.log.warning(
+                f"send {to}", "node %d: cannot send to node %d: %r", self.host.node.id, to, exc
+            )
+
+    def _answered(self, to: int, msg: Message, signature: str, response: HTTPResponse) -> None:
+        self.in_flight[to] -= 1
+        try:
+            self._check(to, msg, signature, response)
+        except Exception as exc:  # never an error in a callback, whatever a peer answered
+            self.log.warning(
+                f"error {to}", "node %d: the answer from node %d to %s failed: %r",
+                self.host.node.id, to, type(msg).__name__, exc,
+            )  # fmt: skip
+
+    def _check(self, to: int, msg: Message, signature: str, response: HTTPResponse) -> None:
+        """Pass the answer to ``msg`` on to the core if it is what was asked for."""
+        status = response.code
+        if status == 599:
+            error = response.error
+            if isinstance(error, BadAnswer):  # framed against the rules, or too long
+                self._refuse(to, "bad answer", "to a %s: %s", _name(msg), error.message)
+                return
+            if not isinstance(error, HTTPClientError):  # not a network failure: say so
+                raise error or RuntimeError("599 without an error")
+            # Refused, closed, timed out: the message is lost.
+            log.debug("node %d: %s to node %d lost: %s", self.host.node.id, msg, to, error)
             return
-        if status != 200:
+        if status != 200 and status != 204:
+            # A refusal (401, 403), an overload (503), a failed disk: dropped unread, so not a
+            # "not signed" answer either (only 200 and 204 carry a signature).
             log.debug("node %d: %s to node %d failed: %s", self.host.node.id, msg, to, status)
             return
+        body = response.body
+        answer_signature = response.headers.get(SIGNATURE)
+        if len(body) > answer_limit(msg):  # what any configured client let through
+            self._refuse(to, "oversized", "%d bytes in answer to a %s", len(body), _name(msg))
+            return
+        if len(body) > DECODE_IN_THREAD:
+            asyncio.ensure_future(self._check_large(to, msg, signature, body, answer_signature))
+            return
+        if not self.auth.check_reply(signature, status, body, answer_signature):
+            self._refuse_unsigned(to)
+            return
+        if status == 204:
+            return
         try:
-            reply = decode(answer)
+            reply = decode(body)
         except MessageError as exc:
-            log.warning("node %d: bad reply from node %d: %s", self.host.node.id, to, exc)
+            self._refuse(to, "malformed", "a malformed reply to a %s: %s", _name(msg), exc)
+            return
+        self._deliver(to, msg, reply)
+
+    async def _check_large(
+        self, to: int, msg: Message, signature: str, body: bytes, answer_signature: str | None
+    ) -> None:
+        """``_check``'s signature check and decoding for a long answer, on the worker thread
+        (see ``DECODE_IN_THREAD``; one worker: long answers queue, rather than take turns
+        with the loop for the GIL).  Replies may then overtake each other, as the network may
+        reorder messages anyway."""
+        try:
+            if self._decoder is None:
+                self._decoder = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="paxgos-decode"
+                )
+            loop = asyncio.get_running_loop()
+            checked = await loop.run_in_executor(
+                self._decoder, _check_and_decode, self.auth, signature, body, answer_signature
+            )
+            if checked is None:
+                self._refuse_unsigned(to)
+            elif isinstance(checked, MessageError):
+                self._refuse(to, "malformed", "a malformed reply to a %s: %s", _name(msg), checked)
+            else:
+                self._deliver(to, msg, checked)
+        except Exception as exc:  # a shut-down executor (the node stops), no memory, ...
+            if not self.closed:
+                self.log.warning(
+                    f"error {to}", "node %d: the answer from node %d to %s failed: %r",
+                    self.host.node.id, to, type(msg).__name__, exc,
+                )  # fmt: skip
+
+    def _deliver(self, to: int, msg: Message, reply: Message) -> None:
+        expected = REPLY_TO[type(msg)]
+        if type(reply) is not expected:
+            self._refuse(to, "wrong type", "a %s in answer to a %s", _name(reply), _name(msg))
             return
         if reply.sender != to:  # an answer must come from the node asked
-            log.warning(
-                "node %d: reply from node %d names node %d", self.host.node.id, to, reply.sender
-            )
+            self._refuse(to, "wrong sender", "a reply naming node %d", reply.sender)
             return
-        if self.host.failed is None:
+        if self.host.failed is None and not self.closed:
             self.host.input(self.host.node.step(reply))
+
+    def _refuse(self, to: int, kind: str, what: str, *args: object) -> None:
+        """Log a dropped answer, at most once per kind and peer every 10 s."""
+        self.log.warning(
+            f"{kind} {to}", "node %d: dropped from node %d (%s): " + what,
+            self.host.node.id, to, kind, *args,
+        )  # fmt: skip
+
+    def _refuse_unsigned(self, to: int) -> None:
+        self.log.warning(
+            f"unsigned {to}",
+            "node %d: answer from node %d is not signed with the cluster secret; dropped",
+            self.host.node.id, to,
+        )  # fmt: skip
 
     async def _local(self, msg: Message) -> None:
         host = self.host
-        if host.faults.active():
-            await host.faults.delay()
         try:
-            reply = await host.deliver_future(msg)
-        except Exception:  # a failed store: the host has logged it
-            return
-        if reply is not None and host.failed is None:
-            host.input(host.node.step(reply))
+            if host.faults.active():
+                await host.faults.delay()
+            try:
+                reply = await host.deliver_future(msg)
+            except Exception:  # a failed store: the host has logged it
+                return
+            if reply is not None and host.failed is None:
+                host.input(host.node.step(reply))
+        except Exception as exc:  # never "Task exception was never retrieved"
+            self.log.warning(
+                "local", "node %d: its own %s failed: %r", host.node.id, type(msg).__name__, exc
+            )
+
+
+def _response_of(
+    request: PeerRequest, callback: Callable[[HTTPResponse], None], future: asyncio.Future
+) -> None:
+    """Hand ``fetch()``'s outcome to ``callback`` as an answer: a failure (which ``fetch``
+    raises even with ``raise_error=False``) as a 599 carrying its error."""
+    if future.cancelled():
+        return
+    error = future.exception()
+    callback(future.result() if error is None else HTTPResponse(request, 599, error=error))
+
+
+def _name(msg: Message) -> str:
+    return type(msg).__name__
+
+
+def _check_and_decode(
+    auth: PeerAuth, signature: str, body: bytes, answer_signature: str | None
+) -> Message | MessageError | None:
+    """On the worker thread: the decoded 200 answer, its ``MessageError``, or ``None`` when its
+    signature is wrong (``hashlib`` releases the GIL while it hashes a long body)."""
+    if not auth.check_reply(signature, 200, body, answer_signature):
+        return None
+    try:
+        return decode(body)
+    except MessageError as exc:
+        return exc
