@@ -19,6 +19,7 @@ from paxgos import __version__
 from paxgos.net.faults import FaultFlags
 from paxgos.net.host import TICK_INTERVAL
 from paxgos.net.server import NodeOptions, StartupError, serve
+from paxgos.net.transport import PEER_CLIENTS
 
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ms|s)?")
 
@@ -203,6 +204,14 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "waits)",
     )
     parser.add_argument(
+        "--peer-client",
+        choices=PEER_CLIENTS,
+        default=NODE.peer_client,
+        help="HTTP client of the fan-out to peers, an AsyncHTTPClient: pooled (default, "
+        "kept-alive connections per peer) or curl (Tornado's CurlAsyncHTTPClient; needs "
+        "pycurl: pip install 'paxgos[curl]')",
+    )
+    parser.add_argument(
         "--tls-cert",
         default=None,
         metavar="FILE",
@@ -256,6 +265,7 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
+        peer_client=args.peer_client,
     )
 
 
@@ -286,6 +296,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         f"{args.linger}s",
         "--linger-fill",
         str(args.linger_fill),
+        "--peer-client",
+        args.peer_client,
         "--election-timeout",
         f"{args.election_timeout}s",
         "--log-level",

@@ -6,6 +6,7 @@ import json
 import re
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -221,3 +222,15 @@ def test_malformed_internal_messages_are_400_and_change_nothing(
     assert after["promised"] == before["promised"]
     assert cluster.history(3)[: len(history)] == history
     assert propose(cluster, 31337)[0] == 200  # and the cluster still works
+
+
+def test_the_fan_out_runs_on_tornados_curl_client_too(
+    make_nodes: Callable[..., LocalNodes],
+) -> None:
+    pytest.importorskip("pycurl", reason="--peer-client curl needs pycurl")
+    nodes = make_nodes(3, ["--peer-client", "curl"])
+    for value in (5, 6, 7):
+        code, body = propose(nodes, value)
+        assert code == 200, body
+    nodes.wait_converged(at_least=3)
+    assert [[v for _, v in nodes.history(i)] for i in range(3)] == [[5, 6, 7]] * 3

@@ -29,6 +29,7 @@ from paxgos.net.guard import ConnectionGuard, NodeServer, raise_fd_limit
 from paxgos.net.handlers import NotFoundHandler, routes
 from paxgos.net.host import PEER_TIMEOUT, REQUEST_TIMEOUT, NodeHost
 from paxgos.net.propose import NodeDelegate
+from paxgos.net.transport import configure_peer_client
 from paxgos.storage import MemoryStore, SQLiteStore, StorageError, Store
 
 log = logging.getLogger("paxgos.net")
@@ -67,6 +68,8 @@ class NodeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: The fan-out's ``AsyncHTTPClient``: "pooled" or "curl" (``paxgos.net.transport``).
+    peer_client: str = "pooled"
 
 
 class StartupError(Exception):
@@ -192,6 +195,16 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         store.close()
         raise StartupError(str(exc)) from None
     node = Node(config, stored)
+    try:
+        configure_peer_client(
+            options.peer_client,
+            ca_certs=options.tls_ca,
+            client_cert=options.tls_cert,
+            client_key=options.tls_key,
+        )
+    except ValueError as exc:
+        store.close()
+        raise StartupError(str(exc)) from None
     host = NodeHost(
         node,
         store,
