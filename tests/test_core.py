@@ -361,7 +361,7 @@ def test_window_bounds_the_rounds_in_flight() -> None:
     while c.net:
         c.deliver(*c.net.popleft())
         assert len(c.nodes[0].rounds) <= 2
-    assert [o.slot for o in c.committed()] == list(range(1, 16))
+    assert [o.slot for o in c.committed()] == [1, 2, 3, 4, 5]
 
 
 def test_a_majority_suffices_with_two_of_five_silent() -> None:
