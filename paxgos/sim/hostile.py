@@ -11,7 +11,9 @@ the core alone must survive are the forgeries below, each the shape of one findi
 - ``stranger`` (W5): a request whose ballot, or whose sender, is not a member;
 - ``over-limit`` (W1): a request whose ballot's round is above ``MAX_ROUND``;
 - ``outbid`` (W4): a Prepare (or probe) one round above every promise, from a member that does
-  not run it, which may only ever cost an election, never safety.
+  not run it and does not lead (stickiness makes the others refuse it while their leader is
+  live); which may only ever cost an election, never safety.  A Prepare in the live leader's
+  own name gets past stickiness by design: only authentication keeps such a forgery out.
 
 Every check of the simulation still holds under them: safety at every step, and liveness and the
 stability of the leader once the faults (these included) stop.
@@ -27,11 +29,16 @@ from paxgos.core.messages import INT64_MAX, Accept, Learn, Message, Prepare
 KINDS = ("absurd-commit", "far-accept", "stranger", "over-limit", "outbid")
 
 
-def forge(rng: random.Random, nodes: int, top_round: int) -> tuple[str, int, Message]:
+def forge(
+    rng: random.Random, nodes: int, top_round: int, leaders: frozenset[int] = frozenset()
+) -> tuple[str, int, Message]:
     """One forged message: ``(kind, claimed sender, message)``; ``top_round`` is the highest
-    round any live node promised (what ``/status`` shows an attacker)."""
+    round any live node promised (what ``/status`` shows an attacker), ``leaders`` the nodes
+    that lead now (an outbidding Prepare never claims to come from one)."""
     kind = rng.choice(KINDS)
     sender = rng.randrange(nodes)
+    if kind == "outbid" and sender in leaders:
+        sender = rng.choice([i for i in range(nodes) if i not in leaders] or [sender])
     if kind == "absurd-commit":
         return kind, sender, Learn(sender, Ballot(0, sender), INT64_MAX)
     if kind == "far-accept":

@@ -521,7 +521,10 @@ class Simulation:
         if n < 2:
             return
         top = max((node.promised.round for node in self.nodes if node is not None), default=0)
-        kind, sender, msg = forge(self.forger, n, top)
+        leaders = frozenset(
+            i for i, node in enumerate(self.nodes) if node is not None and node.role == LEADER
+        )
+        kind, sender, msg = forge(self.forger, n, top, leaders)
         dst = self.forger.choice([i for i in range(n) if i != sender])
         self.forged += 1
         self.trace.add((self.step, self.scheduler.now, "forge", dst, sender, kind))
