@@ -314,6 +314,19 @@ class SQLiteStore(Store):
 
     # -- opening -------------------------------------------------------------------------------
 
+    def _insert_meta(self, conn: sqlite3.Connection) -> None:
+        """Write the row that says whose file this is, in this code's format."""
+        conn.execute(
+            "INSERT INTO meta (id, format_version, cluster_id, node_id, crc) "
+            "VALUES (0, ?, ?, ?, ?)",
+            (
+                FORMAT_VERSION,
+                self.cluster_id,
+                self.node_id,
+                meta_crc(FORMAT_VERSION, self.cluster_id, self.node_id),
+            ),
+        )
+
     def _error(self, reason: str) -> StorageError:
         return StorageError(f"{self._name}: {reason}")
 
@@ -439,16 +452,7 @@ class SQLiteStore(Store):
                 conn.execute("BEGIN IMMEDIATE")
                 for create in _TABLES.values():
                     conn.execute(create)
-                conn.execute(
-                    "INSERT INTO meta (id, format_version, cluster_id, node_id, crc) "
-                    "VALUES (0, ?, ?, ?, ?)",
-                    (
-                        FORMAT_VERSION,
-                        self.cluster_id,
-                        self.node_id,
-                        meta_crc(FORMAT_VERSION, self.cluster_id, self.node_id),
-                    ),
-                )
+                self._insert_meta(conn)
                 conn.execute(
                     "INSERT INTO promise (id, round, node, crc) VALUES (0, ?, ?, ?)",
                     (ZERO.round, ZERO.node, promise_crc(ZERO.round, ZERO.node)),
@@ -592,16 +596,7 @@ class SQLiteStore(Store):
             conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
             conn.execute(_TABLES[table])
         try:
-            conn.execute(
-                "INSERT INTO meta (id, format_version, cluster_id, node_id, crc) "
-                "VALUES (0, ?, ?, ?, ?)",
-                (
-                    FORMAT_VERSION,
-                    self.cluster_id,
-                    self.node_id,
-                    meta_crc(FORMAT_VERSION, self.cluster_id, self.node_id),
-                ),
-            )
+            self._insert_meta(conn)
             round_, node = conn.execute("SELECT round, node FROM old_promise").fetchone()
             conn.execute(
                 "INSERT INTO promise (id, round, node, crc) VALUES (0, ?, ?, ?)",
