@@ -135,8 +135,17 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ClientError(401, refused)
 
 
+class _AnyMethod:
+    """Contains every method: an unknown path is 404 whatever the method (not 405)."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
 class NotFoundHandler(BaseHandler):
     """Every unknown path: 404 with a one-line reason, whatever the method."""
+
+    SUPPORTED_METHODS = _AnyMethod()  # type: ignore[assignment]
 
     def prepare(self) -> None:
         self.fail(404, f"no such path: {self.request.path}")
@@ -308,7 +317,9 @@ class FaultHandler(BaseHandler):
     ACTIONS = ("slow", "stall", "heal")
 
     def allowed(self) -> list[str]:
-        return ["POST"] if self.path_args and self.path_args[0] else ["GET"]
+        # From the path, not ``path_args``: a 405 for an unknown method comes before those are set.
+        action = self.request.path.rstrip("/").rpartition("/fault")[2]
+        return ["POST"] if action else ["GET"]
 
     def get(self, action: str = "") -> None:
         if action:
@@ -318,6 +329,10 @@ class FaultHandler(BaseHandler):
         self.send_json(self.host.faults.state())
 
     def post(self, action: str = "") -> None:
+        if not action:
+            raise tornado.web.HTTPError(405)  # POST names an action: /fault/slow, ...
+        if action not in self.ACTIONS:
+            raise ClientError(404, "fault actions are /fault/slow?ms=N, /fault/stall, /fault/heal")
         self.require_secret()
         faults = self.host.faults
         if action == "slow":

@@ -72,6 +72,7 @@ class FastRequest(HTTPMessageDelegate):
         self.host = host
         self.connection = connection
         self.as_json = False
+        self.head = False  # a HEAD request: the answer's headers without its body
 
     def data_received(self, chunk: bytes) -> None:
         pass  # only requests with a body keep it
@@ -82,6 +83,8 @@ class FastRequest(HTTPMessageDelegate):
     def send(self, status: int, headers: dict[str, str], body: bytes) -> None:
         if status not in (204, 304):
             headers["Content-Length"] = str(len(body))
+        if self.head:
+            body = b""
         start = ResponseStartLine("HTTP/1.1", status, _REASONS.get(status, ""))
         self.connection.write_headers(start, HTTPHeaders(headers), body)
         self.connection.finish()
@@ -249,6 +252,8 @@ class _Dispatch(HTTPMessageDelegate):
             self.inner = ProposeRequest(host, self.connection)
         else:
             self.inner = self.owner.app.start_request(self.server_conn, self.connection)
+        if isinstance(self.inner, FastRequest):
+            self.inner.head = method == "HEAD"
         return self.inner.headers_received(start_line, headers)
 
     def screen(
