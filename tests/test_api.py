@@ -234,3 +234,35 @@ def test_the_fan_out_runs_on_tornados_curl_client_too(
         assert code == 200, body
     nodes.wait_converged(at_least=3)
     assert [[v for _, v in nodes.history(i)] for i in range(3)] == [[5, 6, 7]] * 3
+
+
+def raw_request(url: str, request: bytes) -> bytes:
+    """Send ``request`` as is to the node at ``url``; the answer's bytes until the node closes
+    or goes quiet."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or not answer.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer
+
+
+def test_a_get_with_an_empty_chunked_body_is_served(cluster: LocalNodes) -> None:
+    """geventhttpclient 2.4 (Locust's client on Python 3.10) sends every GET so."""
+    empty = b"GET /propose/77 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    answer = raw_request(cluster.urls[0], empty.replace(b"Host: x", b"Host: 127.0.0.1"))
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"Value 77\n"), answer
+    full = empty.replace(b"0\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n").replace(b"/77", b"/78")
+    answer = raw_request(cluster.urls[0], full.replace(b"Host: x", b"Host: 127.0.0.1"))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"Value 78" not in cluster.get(0, "/")[2].encode()
