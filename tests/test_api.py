@@ -266,3 +266,16 @@ def test_a_get_with_an_empty_chunked_body_is_served(cluster: LocalNodes) -> None
     answer = raw_request(cluster.urls[0], full.replace(b"Host: x", b"Host: 127.0.0.1"))
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert b"Value 78" not in cluster.get(0, "/")[2].encode()
+
+
+def test_min_commit_reads_your_own_write_on_any_node(cluster: LocalNodes) -> None:
+    code, body = propose(cluster, 4711)
+    assert code == 200, body
+    slot = int(body.split("CommandID: ")[1].split(",")[0])
+    for i in range(5):  # every node, at once: none may answer before it holds the slot
+        code, _, text = cluster.get(i, f"/?from={slot}&limit=1&min_commit={slot}")
+        assert code == 200 and f"id {slot} val 4711" in text, (i, text)
+    started = time.monotonic()
+    code, _, text = cluster.get(2, f"/?min_commit={slot + 10**9}")
+    assert code == 504 and "has not applied slot" in text and text.count("\n") == 1, text
+    assert 2.5 < time.monotonic() - started < 6  # bounded by --request-timeout (3 s here)

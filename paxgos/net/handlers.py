@@ -196,11 +196,21 @@ class AutoProposeHandler(BaseHandler):
 
 
 class HistoryHandler(BaseHandler):
-    """``GET /[?from=&limit=]``: the committed log, a page at a time, in slot order."""
+    """``GET /[?from=&limit=&min_commit=]``: the committed log, a page at a time, in slot order;
+    with ``min_commit=N`` only once this node's log holds slot N (read your writes: N is the
+    ``CommandID`` a proposal was answered with), else 504 after ``--request-timeout``."""
 
     async def get(self) -> None:
         start = self.int_arg("from", 1, 1, INT64_MAX)
         limit = self.int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        wanted = self.int_arg("min_commit", 0, 0, INT64_MAX)
+        if wanted and not await self.host.applied(wanted):
+            raise ClientError(
+                504,
+                f"this node has not applied slot {wanted} within "
+                f"{self.host.request_timeout:g}s (its commit index is "
+                f"{self.host.store.commit_index()})",
+            )
         commit = self.host.store.commit_index()  # what the log holds, as the reads see it
         entries = await self.host.read_chosen(start, limit) if start <= commit else []
         last = entries[-1][0] if entries else start - 1

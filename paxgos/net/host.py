@@ -253,6 +253,16 @@ class NodeHost:
         """The client stopped waiting for ``request`` (it timed out)."""
         self._waiters.pop(request, None)
 
+    async def applied(self, slot: int, poll: float = 0.002) -> bool:
+        """Whether the store's log holds ``slot`` within ``request_timeout`` (polled: a write
+        lands within a few milliseconds of its round being chosen)."""
+        deadline = time.monotonic() + self.request_timeout
+        while self.store.commit_index() < slot:
+            if time.monotonic() >= deadline or self.failed:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
     async def read_chosen(self, from_slot: int, limit: int) -> list[ChosenEntry]:
         """Chosen entries from the store.  A durable store is read in a thread of its own (its
         read connection sees committed data only), so a read waits neither for an fsync nor
