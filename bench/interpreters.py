@@ -1,7 +1,7 @@
 """Which interpreter is slow, the nodes' or the load generator's: commits/s of every pair.
 
     python bench/interpreters.py --python 3.11=python3.11 --python 3.10=/tmp/py310/bin/python
-        [--users 16] [--connections 16,64] [--duration 8] [--rounds 2]
+        [--users 16] [--connections 16,64] [--duration 8] [--rounds 2] [--diagonal]
 
 Each ``--python NAME=EXECUTABLE`` is an interpreter with Paxgos installed (``pip install -e
 '.[bench]'``).  For every pair (the nodes' interpreter, the client's interpreter) and every
@@ -79,11 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--diagonal", action="store_true", help="Locust only with the nodes' own interpreter"
+    )
     args = parser.parse_args(argv)
     pythons = dict(item.split("=", 1) for item in args.python)
     clients = [(f"locust {name}", exe) for name, exe in pythons.items()]
     clients += [(f"wrk -c{c}", f"wrk:{c}") for c in args.connections.split(",")]
-    pairs = list(itertools.product(pythons.items(), clients))
+    pairs = [
+        ((name, exe), (client_name, client))
+        for (name, exe), (client_name, client) in itertools.product(pythons.items(), clients)
+        if not (args.diagonal and client_name.startswith("locust") and client != exe)
+    ]
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="paxgos-interp-") as tmp:
         for r in range(args.rounds):
