@@ -279,3 +279,11 @@ def test_min_commit_reads_your_own_write_on_any_node(cluster: LocalNodes) -> Non
     code, _, text = cluster.get(2, f"/?min_commit={slot + 10**9}")
     assert code == 504 and "has not applied slot" in text and text.count("\n") == 1, text
     assert 2.5 < time.monotonic() - started < 6  # bounded by --request-timeout (3 s here)
+
+
+def test_propose_answers_carry_a_date_and_slow_needs_its_delay(cluster: LocalNodes) -> None:
+    code, headers, _ = cluster.get(0, "/propose/31")
+    assert code == 200 and headers.get("Date", "").endswith(" GMT"), headers
+    code, _, body = cluster.control(1, "/fault/slow")
+    assert code == 400 and "needs ?ms=N" in body and body.count("\n") == 1, body
+    assert cluster.status(1)["faults"]["slow_ms"] == 0  # nothing changed

@@ -593,12 +593,13 @@ class Node:
             highest[slot] = (term.ballot, value)
         top = max(highest, default=self.commit)
         log.info(
-            "node %d: leading with ballot %s (majority %s), re-proposing slots %d..%d",
+            "node %d: leading with ballot %s (majority %s), %s",
             self.id,
             term.ballot,
             sorted(term.promises),
-            self.commit + 1,
-            top,
+            f"re-proposing slots {self.commit + 1}..{top}"
+            if top > self.commit
+            else "nothing to re-propose",
         )
         self._reset(LEADER, term.ballot, ready)
         self.election_at = None

@@ -346,7 +346,9 @@ class FaultHandler(BaseHandler):
         self.require_secret()
         faults = self.host.faults
         if action == "slow":
-            faults.set_slow(self.int_arg("ms", 1000, 0, 3_600_000) / 1000)
+            if self.get_query_argument("ms", None) is None:
+                raise ClientError(400, "POST /fault/slow needs ?ms=N, the delay in milliseconds")
+            faults.set_slow(self.int_arg("ms", 0, 0, 3_600_000) / 1000)
         elif action == "stall":
             faults.stall()
         elif action == "heal":

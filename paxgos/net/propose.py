@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,6 +34,7 @@ from tornado.httputil import (
     HTTPServerConnectionDelegate,
     RequestStartLine,
     ResponseStartLine,
+    format_timestamp,
 )
 
 from paxgos.core.messages import (
@@ -64,6 +66,18 @@ WRITES = (PREFIX, "/autopropose")
 
 rated = RateLimitedLog(logging.getLogger("paxgos.net"))
 
+_date: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The ``Date`` header's value now, formatted once a second (every answer carries one, as
+    Tornado's own answers do)."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, format_timestamp(second))
+    return _date[1]
+
 
 class FastRequest(HTTPMessageDelegate):
     """A request answered straight on its HTTP/1 connection."""
@@ -85,6 +99,7 @@ class FastRequest(HTTPMessageDelegate):
             headers["Content-Length"] = str(len(body))
         if self.head:
             body = b""
+        headers["Date"] = http_date()
         start = ResponseStartLine("HTTP/1.1", status, _REASONS.get(status, ""))
         self.connection.write_headers(start, HTTPHeaders(headers), body)
         self.connection.finish()
