@@ -45,7 +45,11 @@ def locust_run(python: str, url: str, users: int, duration: int, out: Path) -> d
     with open(f"{prefix}_stats.csv") as stats:
         total = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
     ok = float(total["Request Count"]) - float(total["Failure Count"])
-    return {"requests_per_s": ok / duration, "p50_ms": float(total["50%"])}
+    median = total["50%"]  # "N/A" when nothing was answered
+    return {
+        "requests_per_s": ok / duration,
+        "p50_ms": float(median) if median.replace(".", "").isdigit() else float("nan"),
+    }
 
 
 def measure(
@@ -53,23 +57,17 @@ def measure(
 ) -> dict[str, float]:
     """One cluster run by ``nodes_python``; Locust by ``client`` (or wrk at ``client`` =
     ``wrk:N``)."""
-    try:
-        # LocalNodes starts its nodes with sys.executable: run them with the nodes' interpreter.
-        executable = sys.executable
-        sys.executable = nodes_python
-        with LocalNodes(3, work) as nodes:
-            nodes.start()
-            leader = nodes.urls[0]
-            pid = nodes.procs[0].pid  # type: ignore[union-attr]
-            before, started = cpu_seconds(pid), time.monotonic()
-            if client.startswith("wrk:"):
-                result = run_wrk(leader + "/propose/", int(client[4:]), args.duration)
-            else:
-                result = locust_run(client, leader, args.users, args.duration, work)
-            result["leader_cores"] = (cpu_seconds(pid) - before) / (time.monotonic() - started)
-            return result
-    finally:
-        sys.executable = executable
+    with LocalNodes(3, work, python=nodes_python) as nodes:
+        nodes.start()
+        leader = nodes.urls[0]
+        pid = nodes.procs[0].pid  # type: ignore[union-attr]
+        before, started = cpu_seconds(pid), time.monotonic()
+        if client.startswith("wrk:"):
+            result = run_wrk(leader + "/propose/", int(client[4:]), args.duration)
+        else:
+            result = locust_run(client, leader, args.users, args.duration, work)
+        result["leader_cores"] = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

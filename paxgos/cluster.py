@@ -88,7 +88,12 @@ def pump(node_id: int, stream: Iterable[str]) -> None:
         sys.stdout.flush()
 
 
-def wait_ready(urls: list[str], procs: list[subprocess.Popen[str]], timeout: float) -> bool:
+def wait_ready(
+    urls: list[str],
+    procs: list[subprocess.Popen[str]],
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> bool:
     """Whether every node answers /status and names a leader within ``timeout`` seconds (so
     that the first proposal a user sends after "nodes up" commits)."""
     deadline = time.monotonic() + timeout
@@ -98,7 +103,7 @@ def wait_ready(urls: list[str], procs: list[subprocess.Popen[str]], timeout: flo
             if procs[i].poll() is not None:
                 return False
             try:
-                with open_status(urls[i]) as response:
+                with open_status(urls[i], tls) as response:
                     if json.load(response).get("leader") is not None:
                         pending.discard(i)
             except (OSError, ValueError):
@@ -107,13 +112,9 @@ def wait_ready(urls: list[str], procs: list[subprocess.Popen[str]], timeout: flo
     return not pending
 
 
-#: How the supervisor checks its nodes' /status over HTTPS (against ``--tls-ca``), if it does.
-STATUS_TLS: ssl.SSLContext | None = None
-
-
-def open_status(url: str) -> Any:
-    """``GET url/status``, over HTTPS verified against ``--tls-ca`` when the nodes serve it."""
-    return urllib.request.urlopen(url + "/status", timeout=0.5, context=STATUS_TLS)
+def open_status(url: str, tls: ssl.SSLContext | None) -> Any:
+    """``GET url/status`` (over HTTPS, ``tls`` verifies the node against ``--tls-ca``)."""
+    return urllib.request.urlopen(url + "/status", timeout=0.5, context=tls)
 
 
 def stop_all(procs: list[subprocess.Popen[str]]) -> None:
@@ -270,7 +271,12 @@ class Member:
         return delay
 
 
-def announce_back(member: Member, stopping: threading.Event, timeout: float = 15.0) -> None:
+def announce_back(
+    member: Member,
+    stopping: threading.Event,
+    tls: ssl.SSLContext | None = None,
+    timeout: float = 15.0,
+) -> None:
     """Say when a restarted node answers /status again (nothing if it dies first: the
     supervisor's loop reports that)."""
     proc = member.proc
@@ -280,7 +286,7 @@ def announce_back(member: Member, stopping: threading.Event, timeout: float = 15
         if proc.poll() is not None:
             return
         try:
-            with open_status(member.url):
+            with open_status(member.url, tls):
                 say(f"node {member.node_id} is back (pid {proc.pid})")
                 return
         except OSError:
@@ -319,8 +325,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             return 1
     scheme = "https" if args.tls_cert else "http"
     urls = [f"{scheme}://{args.host}:{port}" for port in ports]
-    global STATUS_TLS
-    STATUS_TLS = ssl.create_default_context(cafile=args.tls_ca) if args.tls_cert else None
+    tls = ssl.create_default_context(cafile=args.tls_ca) if args.tls_cert else None
     data_dir = Path(args.data_dir)
     try:
         identity = prepare_data_dir(data_dir, nodes, args.fresh)
@@ -359,7 +364,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         for i, (url, proc) in enumerate(zip(urls, procs, strict=True)):
             role = "leader" if i == 0 else "follower"
             print(f"node {i}  {url}  {role}  (pid {proc.pid})", flush=True)
-        if not wait_ready(urls, procs, timeout=15.0) and not stopping.is_set():
+        if not wait_ready(urls, procs, timeout=15.0, tls=tls) and not stopping.is_set():
             say("not every node came up; stopping the cluster")
             code = 1
             stopping.set()
@@ -389,7 +394,7 @@ def run_cluster(args: argparse.Namespace) -> int:
                     member.restart_at = None
                     pumps.append(member.start())
                     threading.Thread(
-                        target=announce_back, args=(member, stopping), daemon=True
+                        target=announce_back, args=(member, stopping, tls), daemon=True
                     ).start()
             if not any(m.proc is not None or m.restart_at is not None for m in members):
                 say("no node is running and none will be restarted; exiting")

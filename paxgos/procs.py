@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +45,7 @@ class LocalNodes:
         urls: Sequence[str] | None = None,
         prefix: Callable[[int], Sequence[str]] | None = None,
         identity: bool = True,
+        python: str = sys.executable,
     ):
         self.count = count
         self.workdir = Path(workdir)
@@ -63,6 +62,7 @@ class LocalNodes:
         #: Whether ``command`` adds the cluster id and secret (off for revisions of Paxgos
         #: older than both, which ``bench/ab.py`` may compare against).
         self.identity = identity
+        self.python = python  # the interpreter that runs the nodes
         if urls is None:
             ports = free_ports("127.0.0.1", count)
             urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -93,7 +93,7 @@ class LocalNodes:
             identity = []
         return [
             *(self.prefix(i) if self.prefix else []),
-            sys.executable, "-m", "paxgos", "node", "--id", str(i),
+            self.python, "-m", "paxgos", "node", "--id", str(i),
             "--peers", ",".join(self.urls), *self.extra_args, *identity,
         ]  # fmt: skip
 
@@ -215,16 +215,9 @@ class LocalNodes:
         signature = PeerAuth(self.secret.encode() if self.secret else None).sign_request(
             method, target, body
         )
-        headers = {SIGNATURE: signature, "Content-Type": "application/json"}
-        request = urllib.request.Request(
-            self.urls[i] + target, data=body if method == "POST" else None, method=method,
-            headers=headers if signature else {},
-        )  # fmt: skip
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read().decode()
+        headers = {SIGNATURE: signature, "Content-Type": "application/json"} if signature else {}
+        data = body if method == "POST" else None
+        return http_get(self.urls[i] + target, timeout, False, method, headers, data)
 
     def auth_headers(self) -> dict[str, str]:
         """The header that carries the cluster secret to a runtime control (none if insecure)."""

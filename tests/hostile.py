@@ -664,15 +664,8 @@ class FakePeer:
                 if self._stop.is_set():
                     return
                 while b"\r\n\r\n" not in buf:
-                    if self._stop.is_set() or len(buf) > 1 << 20:
-                        return
-                    try:
-                        chunk = conn.recv(65536)
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        return
-                    if not chunk:
+                    chunk = self._receive(conn, len(buf))
+                    if chunk is None:
                         return
                     buf += chunk
                 head, _, buf = buf.partition(b"\r\n\r\n")
@@ -688,15 +681,8 @@ class FakePeer:
                     if name.strip().lower() == "paxgos-signature":
                         signature = value.strip()
                 while len(buf) < length:
-                    if self._stop.is_set():
-                        return
-                    try:
-                        chunk = conn.recv(65536)
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        return
-                    if not chunk:
+                    chunk = self._receive(conn, 0)
+                    if chunk is None:
                         return
                     buf += chunk
                 data, buf = buf[:length], buf[length:]
@@ -705,6 +691,18 @@ class FakePeer:
                         return
                 except OSError:
                     return
+
+    def _receive(self, conn: socket.socket, held: int) -> bytes | None:
+        """The next bytes of ``conn`` (``b""`` after a quiet 0.2 s), or ``None`` once it is
+        closed, the server stops, or a head grows past 1 MiB (``held`` bytes so far)."""
+        if self._stop.is_set() or held > 1 << 20:
+            return None
+        try:
+            return conn.recv(65536) or None
+        except TimeoutError:
+            return b""
+        except OSError:
+            return None
 
     def _answer(
         self, conn: socket.socket, method: str, target: str, data: bytes, signature: str

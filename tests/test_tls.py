@@ -51,7 +51,10 @@ def tls_nodes(
 
 
 def https(
-    url: str, context: ssl.SSLContext, data: bytes | None = None, headers: dict[str, str] | None = None
+    url: str,
+    context: ssl.SSLContext,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:

@@ -108,10 +108,11 @@ def http_get(
     json_body: bool = False,
     method: str = "GET",
     headers: dict[str, str] | None = None,
+    body: bytes | None = None,
 ) -> tuple[int, dict[str, str], str]:
     """One HTTP request: status, headers, body; HTTP errors are answers, not exceptions."""
     headers = {**(headers or {}), **({"Accept": "application/json"} if json_body else {})}
-    request = urllib.request.Request(url, headers=headers, method=method)
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:
         with _opener.open(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read().decode()
