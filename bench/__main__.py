@@ -8,9 +8,7 @@ import sys
 # extra): without them, say what to install instead of a ModuleNotFoundError traceback.
 _missing = [m for m in ("matplotlib", "locust") if importlib.util.find_spec(m) is None]
 if _missing:
-    sys.exit(
-        f"python -m bench needs {' and '.join(_missing)}: python -m pip install -e '.[bench]'"
-    )
+    sys.exit(f"python -m bench needs {' and '.join(_missing)}: python -m pip install -e '.[bench]'")
 
 if sys.argv[1:2] == ["--sweep"]:
     from bench.sweep import main as sweep
