@@ -287,3 +287,29 @@ def test_propose_answers_carry_a_date_and_slow_needs_its_delay(cluster: LocalNod
     code, _, body = cluster.control(1, "/fault/slow")
     assert code == 400 and "needs ?ms=N" in body and body.count("\n") == 1, body
     assert cluster.status(1)["faults"]["slow_ms"] == 0  # nothing changed
+
+
+def test_a_linearizable_read_on_the_leader_sees_every_acknowledged_write(
+    cluster: LocalNodes,
+) -> None:
+    code, body = propose(cluster, 5150)
+    assert code == 200, body
+    slot = int(COMMIT.match(body).group(1))  # type: ignore[union-attr]
+    # At once, no min_commit: the leader's own log write may still be pending, and the read
+    # index makes the read wait for it.
+    code, _, text = cluster.get(0, f"/?from={slot}&limit=1&linearizable=true")
+    assert code == 200 and text == f"History:\nid {slot} val 5150\n", text
+
+
+def test_a_linearizable_read_on_a_follower_is_redirected_to_the_leader(
+    cluster: LocalNodes,
+) -> None:
+    code, headers, _ = cluster.get(3, "/?linearizable=true&limit=5")
+    assert code == 307, code
+    assert headers["Location"] == f"{cluster.urls[0]}/?linearizable=true&limit=5"
+
+
+@pytest.mark.parametrize("raw", ["1", "false", "", "TRUE"])
+def test_linearizable_takes_only_true(cluster: LocalNodes, raw: str) -> None:
+    code, _, text = cluster.get(0, f"/?linearizable={raw}")
+    assert code == 400 and "linearizable must be 'true'" in text and text.count("\n") == 1, text

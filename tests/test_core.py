@@ -28,6 +28,7 @@ from paxgos.core import (
     Config,
     Node,
     Outcome,
+    Readable,
     Ready,
     Rejected,
 )
@@ -1294,3 +1295,97 @@ def test_an_outbid_leader_learns_it_from_the_acks_of_its_heartbeats() -> None:
     assert c.nodes[0].role == FOLLOWER  # the first ack said it had been outbid
     run_for(c, 2.0)
     assert leaders(c) in ([0], [1])  # and the two of them elect a leader again
+
+
+# --- linearizable reads (read index) ----------------------------------------------------------
+
+
+def reads(c: Cluster, node: int = 0) -> list[Readable]:
+    return [o for o in c.outcomes[node] if isinstance(o, Readable)]
+
+
+def test_a_read_is_readable_at_the_commit_index_once_a_majority_echoes_its_learn() -> None:
+    c = Cluster(5)
+    c.propose(0, [10, 11, 12])
+    c.flush(0)
+    c.run()
+    c.handle(0, c.nodes[0].read(100))
+    assert not reads(c) and not c.net  # nothing before the end of the turn
+    c.flush(0)
+    learns = of_type(c.net, Learn)
+    assert {to for _, to, _ in learns} == {1, 2, 3, 4} and {m.read for _, _, m in learns} == {1}
+    c.down = {3, 4}  # two acceptors never answer: the three others are a majority
+    c.run()
+    assert reads(c) == [Readable(100, 3)]
+
+
+def test_a_read_waits_while_only_a_minority_echoes() -> None:
+    c = Cluster(5)
+    c.handle(0, c.nodes[0].read(100))
+    c.down = {2, 3, 4}
+    c.flush(0)
+    c.run()
+    assert reads(c) == []  # the leader and node 1 alone are no majority
+    c.down = set()
+    c.tick(0.2)  # the retry: a new Learn that confirms every read before it
+    c.run()
+    assert reads(c) == [Readable(100, 0)]
+
+
+def test_an_echo_from_before_the_read_does_not_confirm_it() -> None:
+    c = Cluster(3)
+    c.handle(0, c.nodes[0].read(1))
+    c.flush(0)
+    early = list(c.net)  # Learn 1 to node 1 and node 2, not yet delivered
+    c.net.clear()
+    c.handle(0, c.nodes[0].read(2))  # read 2 arrives after Learn 1 left
+    c.flush(0)
+    for envelope in early:
+        c.deliver(*envelope)
+    while c.net:  # the echoes of Learn 1 only; Learn 2 is lost
+        frm, to, msg = c.net.popleft()
+        if to == 0:
+            c.deliver(frm, to, msg)
+    assert reads(c) == [Readable(1, 0)]  # read 2 needs an echo of Learn 2 or later
+
+
+def test_an_outbid_leader_confirms_no_read_and_rejects_it() -> None:
+    c = Cluster(3)
+    c.handle(0, c.nodes[0].read(7))
+    c.flush(0)
+    expire_lease(c.nodes[1], c.nodes[2])
+    for i in (1, 2):  # both acceptors promise node 2's higher ballot before they echo
+        c.handle(i, c.nodes[i].step(Prepare(2, Ballot(5, 2), 1)), 2)
+    c.net = deque(e for e in c.net if isinstance(e[2], Learn) or e[1] == 0)
+    c.run()
+    assert reads(c) == []
+    assert [o.request for o in c.outcomes[0] if isinstance(o, Rejected)] == [7]
+    assert c.nodes[0].role == FOLLOWER
+
+
+def test_a_follower_rejects_a_read_with_the_leader_to_ask() -> None:
+    c = Cluster(3)
+    c.tick(0.02)
+    c.run()
+    assert c.nodes[1].read(5).outcomes == [Rejected(5, "not_leader", 0)]
+
+
+def test_a_new_leaders_read_covers_what_it_re_proposed() -> None:
+    c = Cluster(3, {"election_timeout": 0.5})
+    c.propose(0, [1, 2, 3])
+    c.flush(0)
+    # slots 1..3 reach node 1's acceptor only: chosen nowhere yet, but they may be
+    c.net = deque(e for e in c.net if e[1] == 1 and isinstance(e[2], Accept))
+    c.run(keep=lambda e: e[1] == 1)
+    c.down = {0}
+    c.net.clear()
+    run_for(c, 2.0)
+    (new,) = leaders(c)
+    node = c.nodes[new]
+    # on taking office it re-proposed slots 1..3; a read must see them even if it arrives
+    # before they are chosen here
+    assert node.proposer.read_floor == 3
+    c.handle(new, node.read(9))
+    c.flush(new)
+    c.run()
+    assert reads(c, new) == [Readable(9, 3)] and node.commit >= 3

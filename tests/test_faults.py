@@ -86,6 +86,31 @@ def test_three_of_five_stopped_fail_clearly_then_recover(
     assert values.count(4242) <= 1
 
 
+def test_a_leader_without_a_majority_serves_no_linearizable_read(
+    make_nodes: Callable[..., LocalNodes],
+) -> None:
+    nodes = make_nodes(3, ["--request-timeout", "3s"])
+    assert_commits(nodes, range(1, 3))
+    for i in (1, 2):
+        nodes.pause(i)
+    try:
+        started = time.monotonic()
+        code, _, text = nodes.get(0, "/?linearizable=true")
+        # It cannot confirm that it still leads: it waits, steps down within an election
+        # timeout and refuses the read.  A local read still answers from its own log.
+        assert code == 503 and "no leader" in text and text.count("\n") == 1, (code, text)
+        assert time.monotonic() - started < 2.5
+        code, _, text = nodes.get(0, "/")
+        assert code == 200 and "id 2 val 2" in text, text
+    finally:
+        for i in (1, 2):
+            nodes.resume(i)
+    assert_commits(nodes, range(10, 12), slower_than=3.0)
+    leader = next(i for i in range(3) if nodes.status(i)["role"] == "leader")
+    code, _, text = nodes.get(leader, "/?linearizable=true")
+    assert code == 200 and "val 11" in text, text
+
+
 def test_runtime_fault_control_slow_stall_heal(make_nodes: Callable[..., LocalNodes]) -> None:
     nodes = make_nodes(5, ["--request-timeout", "1.5s"])
     for i in (3, 4):

@@ -85,7 +85,10 @@ def accepts(draw: st.DrawFn) -> Accept:
 
 
 accepteds = st.builds(Accepted, senders, ballots, slots, ints(1, MAX_BATCH), st.booleans(), ballots)
-learns = own_ballots().flatmap(lambda sb: st.builds(Learn, st.just(sb[0]), st.just(sb[1]), commits))
+learns = own_ballots().flatmap(
+    lambda sb: st.builds(Learn, st.just(sb[0]), st.just(sb[1]), commits, commits)
+)
+learn_acks = st.builds(LearnAck, senders, ballots, commits, ballots, commits)
 catchup_requests = st.builds(CatchupRequest, senders, slots, ints(1, MAX_BATCH))
 catchup_replies = st.builds(
     CatchupReply,
@@ -94,7 +97,7 @@ catchup_replies = st.builds(
     commits,
 )
 messages = st.one_of(
-    prepares, promises, accepts(), accepteds, learns, catchup_requests, catchup_replies
+    prepares, promises, accepts(), accepteds, learns, learn_acks, catchup_requests, catchup_replies
 )
 
 # One valid example of each type, for the targeted malformation tests.
@@ -107,6 +110,8 @@ EXAMPLES: list[Message] = [
     Accepted(2, Ballot(3, 0), 5, 3, True, Ballot(3, 0), 4),
     Learn(0, Ballot(3, 0), 9),
     LearnAck(3, Ballot(3, 0), 8, Ballot(4, 1)),
+    Learn(0, Ballot(3, 0), 9, read=4),
+    LearnAck(3, Ballot(3, 0), 8, Ballot(3, 0), read=4),
     CatchupRequest(4, 10, 100),
     CatchupReply(1, ((10, 5), (11, None)), 11),
     Prepare(1, Ballot(3, 1), 7, probe=True),
@@ -179,11 +184,17 @@ def test_extremes_round_trip() -> None:
         Accepted(0, ZERO, INT64_MAX, MAX_BATCH, False, big),
         CatchupRequest(INT64_MAX, INT64_MAX, MAX_BATCH),
         Prepare(3, Ballot(MAX_ROUND, 3), INT64_MAX),
-        Learn(INT64_MAX, big, INT64_MAX),
-        LearnAck(0, big, INT64_MAX, big),
+        Learn(INT64_MAX, big, INT64_MAX, INT64_MAX),
+        LearnAck(0, big, INT64_MAX, big, INT64_MAX),
     ]
     for msg in msgs:
         assert decode(encode(msg)) == msg
+
+
+def test_a_learn_without_read_confirms_no_read() -> None:
+    body = to_wire(Learn(0, Ballot(3, 0), 9, read=4))
+    del body["read"]
+    assert from_wire(body) == Learn(0, Ballot(3, 0), 9, read=0)
 
 
 def test_a_full_batch_round_trips() -> None:
@@ -193,7 +204,8 @@ def test_a_full_batch_round_trips() -> None:
 
 # --- malformed input --------------------------------------------------------------------------
 
-INT_LOW = {"sender": 0, "from_slot": 1, "commit": 0, "first": 1, "count": 1, "limit": 1}
+INT_LOW = {"sender": 0, "from_slot": 1, "commit": 0, "first": 1, "count": 1, "limit": 1, "read": 0}
+OPTIONAL = {"read"}  # absent means 0 (a Learn that confirms no read)
 INT_HIGH = {"count": MAX_BATCH, "limit": MAX_BATCH}
 BALLOT_FIELDS = {"ballot", "promised"}
 BOOL_FIELDS = {"ok", "probe"}
@@ -238,7 +250,8 @@ def malformations(msg: Message) -> list[tuple[str, dict[str, Any]]]:
     for name in body:
         missing = copy.deepcopy(body)
         del missing[name]
-        out.append((f"missing {name}", missing))
+        if name not in OPTIONAL:
+            out.append((f"missing {name}", missing))
         if name == "type":
             for bad in ["nope", "", "Prepare", 1, None, [], {}, ["prepare"], True]:
                 variant(f"type={bad!r}", name, bad)

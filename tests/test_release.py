@@ -83,3 +83,13 @@ def test_abort_returns_what_was_held_and_queued() -> None:
     pipe.submit(Ready(persist=promised()), "b")
     assert [t for _, t in pipe.abort()] == ["a", "b"]
     assert pipe.pending() == [] and not pipe.writing
+
+
+def test_a_deferred_chosen_write_is_hurried_by_a_reader() -> None:
+    pipe: Pipeline[str] = Pipeline(defer_chosen=True)
+    assert pipe.hurry().write is None  # nothing queued: nothing to write
+    assert pipe.submit(Ready(persist=chosen())).write is None
+    assert pipe.hurry().write == [chosen()]  # a read waits for it: written at once
+    assert pipe.submit(Ready(persist=chosen())).write is None  # queued behind the write
+    assert pipe.hurry().write is None  # one write at a time ...
+    assert pipe.written().write == [chosen()]  # ... and the next follows it at once

@@ -6,7 +6,7 @@ out (``Ready``).  ``paxgos.net`` and ``paxgos.sim`` are two hosts for the same c
 
 from paxgos.core.ballot import ZERO, Ballot
 from paxgos.core.node import CANDIDATE, FOLLOWER, LEADER, PRECANDIDATE, Config, Node, StoredState
-from paxgos.core.ready import Abandoned, Committed, Outcome, Persist, Ready, Rejected
+from paxgos.core.ready import Abandoned, Committed, Outcome, Persist, Readable, Ready, Rejected
 
 __all__ = [
     "ZERO",
@@ -22,6 +22,7 @@ __all__ = [
     "Committed",
     "Outcome",
     "Persist",
+    "Readable",
     "Ready",
     "Rejected",
 ]

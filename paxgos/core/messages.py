@@ -128,11 +128,14 @@ class Learn:
 
     A learner that accepted a slot under ``ballot`` holds the chosen value (one ballot proposes
     one value per slot), so the message needs no values; slots it lacks come by catch-up.
+    ``read`` (not 0) asks the learner to echo it: the leader confirms its leadership for the
+    reads that arrived before it sent this Learn.
     """
 
     sender: int
     ballot: Ballot
     commit: int
+    read: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class LearnAck:
     ballot: Ballot
     commit: int
     promised: Ballot
+    read: int = 0  # the Learn's ``read``
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,11 @@ def _int(body: dict[str, Any], name: str, low: int, high: int = INT64_MAX) -> in
     if type(value) is not int or not low <= value <= high:
         raise MessageError(f"field {name!r} must be an integer in [{low}, {high}]")
     return value
+
+
+def _read(body: dict[str, Any]) -> int:
+    """A Learn's or LearnAck's ``read``, 0 when absent (a Learn that confirms no read)."""
+    return _int(body, "read", 0) if "read" in body else 0
 
 
 def _bool(body: dict[str, Any], name: str) -> bool:
@@ -319,13 +328,14 @@ def from_wire(body: Any, expect: type | None = None) -> Message:
             _int(body, "commit", 0),
         )
     if cls is Learn:
-        return Learn(sender, _own_ballot(body, sender), _int(body, "commit", 0))
+        return Learn(sender, _own_ballot(body, sender), _int(body, "commit", 0), _read(body))
     if cls is LearnAck:
         return LearnAck(
             sender,
             _ballot(body.get("ballot"), "ballot"),
             _int(body, "commit", 0),
             _ballot(body.get("promised"), "promised"),
+            _read(body),
         )
     if cls is CatchupRequest:
         return CatchupRequest(sender, _int(body, "from_slot", 1), _int(body, "limit", 1, MAX_BATCH))

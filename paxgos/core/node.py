@@ -4,6 +4,8 @@ Inputs are method calls, each returning a ``Ready`` (see ``paxgos.core.ready``):
 
 - ``campaign()``: try to lead now (node 0, the distinguished proposer, does this at boot);
 - ``propose(request, value)``: a client asks for ``value`` to be committed;
+- ``read(request)``: a client asks for a linearizable read (read index: answered with the slot
+  the read must see, once a majority has confirmed this node still leads);
 - ``flush(now)``: the end of an event-loop turn: cut the queued proposals into one Accept batch
   (a small first batch may linger until ``flush_due`` for more values: ``Config.min_batch``);
 - ``step(message)``: a peer's message arrived;
@@ -79,7 +81,7 @@ from paxgos.core.messages import (
     Value,
 )
 from paxgos.core.proposer import Proposer, Round
-from paxgos.core.ready import Committed, Ready, Rejected
+from paxgos.core.ready import Committed, Readable, Ready, Rejected
 
 log = logging.getLogger("paxgos.core")
 
@@ -353,13 +355,40 @@ class Node:
                 self._flush(ready)
         return ready
 
+    def read(self, request: int) -> Ready:
+        """Client ``request`` wants to read the log linearizably (Raft's read index, as etcd's
+        default reads).  The leader notes the read index: its commit index, or the last slot
+        it re-proposed on taking office if higher (a value chosen before this leadership may
+        sit there).  The next ``flush`` sends a Learn that asks the acceptors to echo it; once
+        a majority (this node included) has answered it under this ballot, no other leader
+        could have chosen anything before the read arrived, and ``Readable(request, slot)``
+        says to serve the read once this node has applied ``slot``.  A node that does not
+        lead rejects it, as it would a proposal."""
+        ready = Ready()
+        term = self.proposer
+        if self.role != LEADER:
+            ready.outcomes.append(Rejected(request, "not_leader", self.leader()))
+        elif len(term.reads) + len(term.reads_unsent) >= self.config.max_queue:
+            ready.outcomes.append(Rejected(request, "overloaded", self.id))
+        else:
+            term.reads_unsent.append((request, max(self.commit, term.read_floor)))
+        return ready
+
+    @property
+    def flush_wanted(self) -> bool:
+        """Whether a ``flush`` has work: proposals queued, or reads to confirm."""
+        return bool(self.queue) or bool(self.proposer.reads_unsent)
+
     def flush(self, now: float | None = None) -> Ready:
-        """End of a turn: send queued proposals as batches, as far as the window permits.
+        """End of a turn: send queued proposals as batches, as far as the window permits, and
+        one Learn for the reads that arrived since the last.
 
         ``now`` (the host's clock) lets a small batch linger: with no round in flight and fewer
         than ``min_batch`` values queued, they wait until ``flush_due`` for company; the host
         flushes again then.  Without ``now`` nothing waits."""
         ready = Ready()
+        if self.proposer.reads_unsent:
+            self._send_reads(ready)
         if now is not None:
             self._measure_arrivals(now)
             if self._linger(now):
@@ -398,7 +427,9 @@ class Node:
                 if term.commit_unsent_since is None:
                     term.commit_unsent_since = now
                 learn = learn or now - term.commit_unsent_since >= cfg.learn_delay
-            if learn:
+            if term.reads and now - term.read_sent_at >= cfg.retry_interval:
+                self._send_reads(ready)  # lost Learns or answers: ask again
+            elif learn:
                 self._broadcast_learn(ready)
         elif self.election_at is None:
             self._arm_election()
@@ -439,12 +470,14 @@ class Node:
             if msg.ballot >= self.promised:
                 self._heard_leader(msg.ballot, ready)
             self._learn_commit(msg.ballot, msg.commit, msg.sender, ready)
-            ready.response = LearnAck(self.id, msg.ballot, self.commit, self.promised)
+            ready.response = LearnAck(self.id, msg.ballot, self.commit, self.promised, msg.read)
         elif isinstance(msg, LearnAck):
             if msg.promised > msg.ballot:
                 self._observe(msg.promised, ready)  # it promised another proposer: outbid
             elif self.role == LEADER and msg.ballot == self.ballot:
                 self._heard_peer(msg.sender, msg.commit)
+                if msg.read:
+                    self._confirm_reads(msg.sender, msg.read, ready)
         elif isinstance(msg, Prepare):
             ready.response = self._on_prepare(msg, ready)
         elif isinstance(msg, Promise):
@@ -496,10 +529,14 @@ class Node:
         under a new ballot, and their clients learn that their fate is unknown); a role that
         cannot propose turns the queued proposals away; the election timer starts afresh."""
         ready.outcomes.extend(self.proposer.abandon())
+        unconfirmed = self.proposer.drop_reads()
         if self.role == LEADER and role != LEADER and self.leader_ballot.node == self.id:
             self.leader_seen_at = None  # our own lease ends with our leadership
         self.role = role
         self.proposer = Proposer(ballot, self.commit + 1, self.now)
+        ready.outcomes.extend(
+            Rejected(request, "not_leader", self.leader()) for request in unconfirmed
+        )
         if role in (FOLLOWER, PRECANDIDATE):
             leader = self.leader()
             while self.queue:
@@ -602,6 +639,7 @@ class Node:
             else "nothing to re-propose",
         )
         self._reset(LEADER, term.ballot, ready)
+        self.proposer.read_floor = top
         self.election_at = None
         self._heard_leader(term.ballot, ready)
         values = [highest.get(slot, (ZERO, None))[1] for slot in range(self.commit + 1, top + 1)]
@@ -779,13 +817,40 @@ class Node:
         term.commit_unsent_since = None
         term.sent_at = self.now
 
-    def _broadcast_learn(self, ready: Ready) -> None:
+    def _broadcast_learn(self, ready: Ready, read: int = 0) -> None:
         term = self.proposer
-        learn = Learn(self.id, term.ballot, self.commit)
+        learn = Learn(self.id, term.ballot, self.commit, read)
         ready.messages.extend((p, learn) for p in self.peers)
         term.commit_unsent = False
         term.commit_unsent_since = None
         term.sent_at = self.now
+
+    def _send_reads(self, ready: Ready) -> None:
+        """A Learn numbered ``read_seq`` for every read that arrived before it: an echo of this
+        number, or of a later one, from a peer still promised to us confirms them all."""
+        term = self.proposer
+        if self.role != LEADER:
+            return
+        term.read_seq += 1
+        term.reads.extend((term.read_seq, request, slot) for request, slot in term.reads_unsent)
+        term.reads_unsent.clear()
+        term.read_sent_at = self.now
+        self._broadcast_learn(ready, term.read_seq)
+        if self.promised <= term.ballot:  # our own acceptor is still ours
+            self._confirm_reads(self.id, term.read_seq, ready)
+
+    def _confirm_reads(self, peer: int, seq: int, ready: Ready) -> None:
+        """``peer`` echoed Learn ``seq`` under our ballot: release every read that a majority
+        has now confirmed (this node counts itself for every Learn it sent)."""
+        term = self.proposer
+        if seq > term.read_seq or seq <= term.read_acks.get(peer, 0):
+            return  # a number we never sent, or an older echo
+        term.read_acks[peer] = seq
+        echoed = sorted((term.read_acks.get(p, 0) for p in self._all()), reverse=True)
+        confirmed = echoed[self.config.majority - 1]
+        while term.reads and term.reads[0][0] <= confirmed:
+            _, request, slot = term.reads.popleft()
+            ready.outcomes.append(Readable(request, slot))
 
     def _on_accepted(self, msg: Accepted, ready: Ready) -> None:
         term = self.proposer

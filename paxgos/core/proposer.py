@@ -7,6 +7,7 @@ one at every role change, so no field of an old ballot can leak into the next (a
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from paxgos.core.ballot import ZERO, Ballot
@@ -42,6 +43,15 @@ class Proposer:
         self.commit_unsent = False  # commit index moved since the last Accept/Learn
         self.commit_unsent_since: float | None = None  # the first tick that found it so
         self.sent_at = now  # last Accept or Learn broadcast
+        # read index: reads waiting for the next Learn, (request, slot); reads sent with the
+        # Learn numbered ``seq``, (seq, request, slot), in order; per peer, the highest
+        # ``read`` it echoed; and slots a new leader re-proposed, which every read must cover
+        self.reads_unsent: list[tuple[int, int]] = []
+        self.reads: deque[tuple[int, int, int]] = deque()
+        self.read_seq = 0
+        self.read_acks: dict[int, int] = {}
+        self.read_sent_at = now
+        self.read_floor = 0
 
     def abandon(self) -> list[Abandoned]:
         """Forget every round in flight; their clients learn that their fate is unknown."""
@@ -49,6 +59,14 @@ class Proposer:
         self.rounds.clear()
         self.requests.clear()
         return outcomes
+
+    def drop_reads(self) -> list[int]:
+        """Forget every read not yet confirmed (a read changes nothing: retrying is safe)."""
+        requests = [request for request, _ in self.reads_unsent]
+        requests.extend(request for _, request, _ in self.reads)
+        self.reads_unsent.clear()
+        self.reads.clear()
+        return requests
 
     def highest_accepted(self, above: int) -> dict[int, tuple[Ballot, Value]]:
         """Per slot above ``above``, the value accepted under the highest ballot among the

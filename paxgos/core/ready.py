@@ -13,7 +13,8 @@ everything in order (persist, response, messages, outcomes) satisfies them all:
    They are requests from the proposer or learner and never carry acceptor state, so they need
    not wait for earlier Readys' writes.
 3. ``outcomes`` (client requests completed) may be released at once: a ``Committed`` value is
-   chosen, i.e. already durable on a majority of acceptors; the rest promise nothing.
+   chosen, i.e. already durable on a majority of acceptors; a ``Readable`` read index rests on
+   chosen slots only; the rest promise nothing.
 4. A ``persist`` that only records chosen entries (``Persist.chosen_only``) gates nothing by
    itself: when its Ready has no messages and its input was not a request (a tick, a flush, a
    proposal, or a reply such as ``Accepted``: no answer is owed, not even an empty one), its
@@ -81,7 +82,17 @@ class Abandoned:
     slot: int
 
 
-Outcome = Committed | Rejected | Abandoned
+@dataclass(frozen=True)
+class Readable:
+    """Client read ``request`` may be served once this node has applied every slot up to
+    ``slot``: a majority confirmed this node's leadership after the read arrived, and ``slot``
+    covers every value chosen before it (the read index of Raft's thesis, section 6.4)."""
+
+    request: int
+    slot: int
+
+
+Outcome = Committed | Rejected | Abandoned | Readable
 
 
 @dataclass

@@ -101,6 +101,16 @@ class Pipeline(Generic[T]):
                 self.aged = True
         return step
 
+    def hurry(self) -> Step[T]:
+        """Something now waits for what is queued (a read of the log): write it at once, or
+        as soon as the write under way is durable."""
+        step: Step[T] = Step()
+        if self.queue:
+            self.waited_on = True
+            if not self.writing:
+                step.write = self._start()
+        return step
+
     def pending(self) -> list[Persist]:
         """What is queued and not yet written (a clean stop writes it)."""
         return [ready.persist for ready, _ in self.queue if ready.persist]

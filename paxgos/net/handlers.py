@@ -18,7 +18,7 @@ from typing import Any
 
 import tornado.web
 
-from paxgos.core import Rejected
+from paxgos.core import Readable, Rejected
 from paxgos.core.messages import (
     INT64_MAX,
     INT64_MIN,
@@ -196,14 +196,35 @@ class AutoProposeHandler(BaseHandler):
 
 
 class HistoryHandler(BaseHandler):
-    """``GET /[?from=&limit=&min_commit=]``: the committed log, a page at a time, in slot order;
-    with ``min_commit=N`` only once this node's log holds slot N (read your writes: N is the
-    ``CommandID`` a proposal was answered with), else 504 after ``--request-timeout``."""
+    """``GET /[?from=&limit=&min_commit=&linearizable=true]``: the committed log, a page at a
+    time, in slot order, as this node has applied it (etcd's serializable read).
+
+    With ``min_commit=N``, only once this node's log holds slot N (read your writes: N is the
+    ``CommandID`` a proposal was answered with).  With ``linearizable=true``, on the leader, only
+    once a majority has confirmed that it still leads and its log holds every slot chosen before
+    the request arrived (the read index, as etcd's default reads); a follower redirects to the
+    leader as for ``/propose``.  Either is 504 after ``--request-timeout``."""
 
     async def get(self) -> None:
         start = self.int_arg("from", 1, 1, INT64_MAX)
         limit = self.int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
         wanted = self.int_arg("min_commit", 0, 0, INT64_MAX)
+        if self.linearizable():
+            request, future = self.host.read_future()
+            try:
+                result: Any = await future
+            except Exception as exc:  # TimeoutError, StorageFailed: answered below
+                result = exc
+            finally:
+                self.host.forget(request)
+            if not isinstance(result, Readable):
+                answer = outcome_answer(self.host, result, self.request.uri or "/")
+                if isinstance(result, TimeoutError):
+                    answer = error(504, "no majority confirmed the leadership within "
+                                   f"{self.host.request_timeout:g}s; retry")  # fmt: skip
+                self.respond(answer)
+                return
+            wanted = max(wanted, result.slot)
         if wanted and not await self.host.applied(wanted):
             raise ClientError(
                 504,
@@ -233,6 +254,15 @@ class HistoryHandler(BaseHandler):
         lines = ["History:"]
         lines.extend(f"id {s} val {'noop' if v is None else v}" for s, v in entries)
         self.write("\n".join(lines) + "\n")
+
+    def linearizable(self) -> bool:
+        """The ``linearizable`` query argument: absent, or exactly ``true``."""
+        raw = self.get_query_arguments("linearizable")
+        if not raw:
+            return False
+        if raw != ["true"]:
+            raise ClientError(400, "linearizable must be 'true' (or left out for a local read)")
+        return True
 
 
 class StatusHandler(BaseHandler):

@@ -210,8 +210,8 @@ class NodeHost:
     def input(self, ready: Ready, respond: Respond | None = None) -> None:
         """Release ``ready`` once durable, and end the turn with a ``flush`` (see core)."""
         self._submit(ready, respond)
-        # Only a leader with queued proposals has anything to flush (see Node.flush).
-        if self.node.queue and not self._flush_scheduled:
+        # Only a leader with queued proposals or reads has anything to flush (see Node.flush).
+        if self.node.flush_wanted and not self._flush_scheduled:
             self._flush_scheduled = True
             IOLoop.current().add_callback(self._flush)
 
@@ -234,6 +234,20 @@ class NodeHost:
         """Ask the core to commit ``value``; ``done`` is called once with the request's outcome,
         or with ``TimeoutError`` after ``request_timeout`` seconds (outcome unknown), or with
         ``StorageFailed``.  Returns the request id."""
+        return self._request(lambda request: self.node.propose(request, value), done)
+
+    def read(self, done: Done) -> int:
+        """Ask the core to confirm a linearizable read (``Node.read``); ``done`` gets the
+        outcome (``Readable``, or ``Rejected`` off the leader) or an exception, as for
+        ``propose``.  Returns the request id."""
+        return self._request(self.node.read, done)
+
+    def read_future(self) -> tuple[int, asyncio.Future[Outcome]]:
+        """``read`` for coroutines: the future gets the outcome or the exception."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        return self.read(settle(future)), future
+
+    def _request(self, ask: Callable[[int], Ready], done: Done) -> int:
         request = next(self._request_ids)
         if self.failed:
             done(StorageFailed(self.failed))
@@ -241,7 +255,7 @@ class NodeHost:
         self._waiters[request] = done
         # One timer per request would cost more than the request; the tick sweeps deadlines.
         self._deadlines.append((time.monotonic() + self.request_timeout, request))
-        self.input(self.node.propose(request, value))
+        self.input(ask(request))
         return request
 
     def propose_future(self, value: int) -> tuple[int, asyncio.Future[Outcome]]:
@@ -257,6 +271,8 @@ class NodeHost:
         """Whether the store's log holds ``slot`` within ``request_timeout`` (polled: a write
         lands within a few milliseconds of its round being chosen)."""
         deadline = time.monotonic() + self.request_timeout
+        if self.store.commit_index() < slot <= self.node.commit and not self.failed:
+            self._carry(self.pipeline.hurry())  # chosen here, its write deferred: write now
         while self.store.commit_index() < slot:
             if time.monotonic() >= deadline or self.failed:
                 return False

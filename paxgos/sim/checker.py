@@ -10,6 +10,9 @@
   the value chosen at the slot it names (so it is in the log exactly once, at that slot);
 - **promises never go backwards**: an acceptor's promised ballot, observed after each of its
   steps and across restarts, never decreases;
+- **reads are linearizable**: a ``Readable`` read index is at least the highest slot that any
+  client had been told was committed when the read was sent, so the read sees every write that
+  finished before it began;
 - **ballots are unique**: no ballot is used (sent in a ``Prepare``) by two proposers, nor by two
   incarnations of one node: Paxos's safety argument assumes one value per ballot per slot, and a
   restarted node that reuses its pre-crash ballot can propose a second one.
@@ -44,6 +47,8 @@ class Checker:
         self.proposed: dict[int, int] = {}  # request -> value
         self.acked: dict[int, tuple[int, int]] = {}  # request -> (slot, value)
         self.ballot_user: dict[Ballot, tuple[int, int]] = {}  # -> (node, incarnation)
+        self.acked_high = 0  # the highest slot acknowledged to any client so far
+        self.read_floor: dict[int, int] = {}  # read request -> acked_high when it was sent
 
     def accepted(
         self, node: int, ballot: Ballot, first: int, values: tuple[Value, ...], commit: int
@@ -124,6 +129,21 @@ class Checker:
                 f"{self.slot_of_value.get(value)}",
             )
         self.acked[request] = (slot, value)
+        self.acked_high = max(self.acked_high, slot)
+
+    def read_invoked(self, request: int) -> None:
+        """A client sends read ``request``: it must see every write acknowledged until now."""
+        self.read_floor[request] = self.acked_high
+
+    def readable(self, node: int, request: int, slot: int) -> None:
+        """``node`` released read ``request`` at read index ``slot``."""
+        floor = self.read_floor.pop(request, 0)
+        if slot < floor:
+            raise Violation(
+                "read-linearizable",
+                f"node {node} served read {request} at slot {slot}, but slot {floor} had been "
+                "acknowledged before the read was sent",
+            )
 
     def promised(self, node: int, ballot: Ballot) -> None:
         """``node``'s acceptor has promised ``ballot`` (after a step, or on restart)."""

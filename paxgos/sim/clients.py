@@ -16,12 +16,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from paxgos.core.ready import Committed, Outcome, Rejected
+from paxgos.core.ready import Committed, Outcome, Readable, Rejected
 from paxgos.sim.checker import Checker
 from paxgos.sim.scheduler import CLIENT_TIMEOUT, CLIENT_WAKE, PROPOSE, Scheduler
 
 TIMEOUT_US = 2_000_000
 VALUE_BASE = 100_000
+#: Share of attempts (while faults run) that are a linearizable read instead of a proposal: a
+#: ``(request, None)`` batch of one, answered by ``Readable``.
+READ_SHARE = 0.1
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Clients:
         self.probe_done = False
         self.proposed = 0
         self.committed = 0
+        self.reads = 0
 
     def start(self) -> None:
         for client in self.clients:
@@ -69,8 +73,14 @@ class Clients:
         if client.waiting or not self._may_propose(client):
             return
         rng = self.rng
+        if self.active and rng.random() < READ_SHARE:
+            self.last_request += 1
+            self.checker.read_invoked(self.last_request)
+            self.owner[self.last_request] = cid
+            self._send(client, [(self.last_request, None)])
+            return
         count = 1 if not self.active or rng.random() < 0.85 else rng.randint(2, 20)
-        batch = []
+        batch: list[tuple[int, int | None]] = []
         for _ in range(count):
             self.last_request += 1
             request = self.last_request
@@ -79,10 +89,15 @@ class Clients:
             self.owner[request] = cid
             batch.append((request, value))
         self.proposed += count
+        self._send(client, batch)
+
+    def _send(self, client: Client, batch: list[tuple[int, int | None]]) -> None:
+        """Send ``batch`` to the node the client believes leads (a value of None: a read)."""
         client.waiting = {request for request, _ in batch}
         client.attempt += 1
-        self.scheduler.after(rng.randint(100, 2_000), PROPOSE, client.target, cid, batch)
-        self.scheduler.after(TIMEOUT_US, CLIENT_TIMEOUT, cid, client.attempt)
+        delay = self.rng.randint(100, 2_000)
+        self.scheduler.after(delay, PROPOSE, client.target, client.id, batch)
+        self.scheduler.after(TIMEOUT_US, CLIENT_TIMEOUT, client.id, client.attempt)
 
     def _next(self, client: Client, low: int, high: int) -> None:
         if not client.waiting:
@@ -94,7 +109,9 @@ class Clients:
         if cid is None:
             return
         client = self.clients[cid]
-        if isinstance(outcome, Committed):
+        if isinstance(outcome, Readable):
+            self.reads += 1
+        elif isinstance(outcome, Committed):
             self.committed += 1
             if not self.active and cid == 0:
                 self.probe_done = True

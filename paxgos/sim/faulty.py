@@ -12,7 +12,9 @@ Each variant subclasses the real ``paxgos.core.Node`` (or its acceptor) and brea
   restart may reuse the ballot);
 - ``no-step-down``: a leader that keeps taking proposals after losing its majority;
 - ``no-stickiness``: acceptors promise any higher ballot although a live leader is known, so a
-  node back from a partition deposes a healthy leader.
+  node back from a partition deposes a healthy leader;
+- ``read-unconfirmed``: a leader that serves a read at its commit index at once, without a
+  majority's confirmation and without covering the slots it re-proposed on taking office.
 
 Never use these outside tests and demonstrations: ``python -m paxgos.sim --faulty NAME``.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from paxgos.core import ZERO, Ballot, Config, Node, Persist, Ready, StoredState
+from paxgos.core import LEADER, ZERO, Ballot, Config, Node, Persist, Readable, Ready, StoredState
 from paxgos.core.acceptor import Acceptor
 from paxgos.core.messages import Accept, Accepted, Message
 
@@ -124,6 +126,15 @@ class NoStepDownNode(Node):
         return False
 
 
+class ReadUnconfirmedNode(Node):
+    """Serves reads at its commit index without asking anyone (a lease read with no lease)."""
+
+    def read(self, request: int) -> Ready:
+        if self.role != LEADER:
+            return super().read(request)
+        return Ready(outcomes=[Readable(request, self.commit)])
+
+
 def no_stickiness(config: Config, stored: StoredState | None = None) -> Node:
     """A node whose acceptor ignores the lease."""
     return Node(replace(config, sticky=False), stored)
@@ -137,6 +148,7 @@ VARIANTS: dict[str, NodeFactory] = {
     "ballot-unpersisted": BallotUnpersistedNode,
     "no-step-down": NoStepDownNode,
     "no-stickiness": no_stickiness,
+    "read-unconfirmed": ReadUnconfirmedNode,
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 # Event kinds.
 DELIVER = 0  # a=dst, b=src, c=message
 TICK = 1  # a=node, b=incarnation
-PROPOSE = 2  # a=node, b=client, c=[(request, value), ...]
+PROPOSE = 2  # a=node, b=client, c=[(request, value), ...]; value None: a read
 CLIENT_WAKE = 3  # a=client
 CLIENT_TIMEOUT = 4  # a=client, b=attempt
 RESTART = 5  # a=node, b=crash number

@@ -38,7 +38,7 @@ from typing import TextIO
 
 from paxgos.core import LEADER, Ballot, Config, Node, Ready
 from paxgos.core.messages import Accept, CatchupRequest, Learn, Message, Prepare
-from paxgos.core.ready import Committed
+from paxgos.core.ready import Committed, Readable
 from paxgos.core.release import Pipeline, Step
 from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.clients import Clients
@@ -75,6 +75,7 @@ class RunResult:
     commit: int
     proposed: int
     committed: int
+    reads: int
     crashes: int
     partitions: int
     sent: int
@@ -93,6 +94,7 @@ class RunResult:
         return (
             f"seed={self.seed} {status} steps={self.steps} t={self.sim_time_us / 1e6:.3f}s "
             f"commit={self.commit} proposed={self.proposed} committed={self.committed} "
+            f"reads={self.reads} "
             f"crashes={self.crashes} partitions={self.partitions} sent={self.sent} "
             f"lost={self.lost}{f' forged={self.forged}' if self.forged else ''} "
             f"digest={self.digest}"
@@ -394,7 +396,7 @@ class Simulation:
         pending = self.requests[i]
         for request, value in batch:
             pending[request] = cid
-            ready = node.propose(request, value)
+            ready = node.read(request) if value is None else node.propose(request, value)
             if node.role == LEADER and not ready.outcomes:
                 self._check_lease(i)
             self._apply(i, ready, i)
@@ -446,6 +448,8 @@ class Simulation:
             self.requests[i].pop(outcome.request, None)
             if type(outcome) is Committed:
                 self.checker.committed(i, outcome.request, outcome.slot, outcome.value)
+            elif type(outcome) is Readable:
+                self.checker.readable(i, outcome.request, outcome.slot)
             self.clients.answered(outcome)
 
     def _check_lease(self, i: int) -> None:
@@ -573,6 +577,7 @@ class Simulation:
             commit=len(log),
             proposed=self.clients.proposed,
             committed=self.clients.committed,
+            reads=self.clients.reads,
             crashes=self.crashes,
             partitions=self.partitions,
             sent=self.network.sent,
