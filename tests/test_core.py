@@ -713,7 +713,7 @@ def test_leader_steps_down_on_a_refused_accept() -> None:
     c.run(keep=lambda e: e[1] != 2)
     assert c.nodes[0].role == FOLLOWER
     assert c.outcomes[0] == [Abandoned(1, 1)]
-    # It names no leader (it used to name itself): it never heard from node 2 as a leader,
+    # It names no leader, not even itself: it never heard from node 2 as a leader,
     # only of its ballot, and a client is never redirected to a node not heard from.
     assert c.nodes[0].propose(2, 6).outcomes == [Rejected(2, "not_leader", None)]
     assert c.nodes[0].leader() is None
