@@ -1,7 +1,7 @@
 """An alternating A/B of two revisions' nodes under wrk: which one commits faster, on this host.
 
-    python bench/ab.py --a ec87fd2 --b HEAD [--rounds 4] [--connections 64] [--duration 8]
-    python bench/ab.py --a HEAD --a-args=--insecure --b HEAD    # what authentication costs
+    python -m bench.ab --a ec87fd2 --b HEAD [--rounds 4] [--connections 64] [--duration 8]
+    python -m bench.ab --a HEAD --a-args=--insecure --b HEAD    # what authentication costs
 
 Each revision is checked out (``git worktree``) into a temporary directory, and the rounds
 alternate A, B, B, A, A, B, ...: every run starts a fresh durable 5-node cluster whose nodes
@@ -24,10 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import LocalNodes, cpu_seconds  # noqa: E402
-from wrk_propose import run_wrk  # noqa: E402
+from bench.common import LocalNodes, cpu_seconds
+from bench.wrk_propose import run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 

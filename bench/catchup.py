@@ -1,6 +1,6 @@
 """How fast a node that was down catches up: entries per second fetched from its peers.
 
-    python bench/catchup.py [--missed 100000]
+    python -m bench.catchup [--missed 100000]
 
 Starts 5 durable nodes, stops node 4, commits ``--missed`` values without it, restarts it with
 the same command and data dir, and times how long its log takes to equal the leader's.
@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from common import LocalNodes, cpu_seconds, fill
+from bench.common import LocalNodes, cpu_seconds, fill
 
 
 def main() -> int:

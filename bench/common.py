@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from paxgos.procs import LocalNodes  # noqa: E402
+from paxgos.testing.procs import LocalNodes
 
 
 def cpu_seconds(pid: int) -> float:

@@ -22,7 +22,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,9 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from paxgos.cluster import free_ports  # noqa: E402
+from paxgos.cluster import free_ports
 
 INSTALL_HINT = "etcd is not installed: apt-get install etcd-server (Debian/Ubuntu)"
 

@@ -1,6 +1,6 @@
 """Failover: how long commits stop when the leader is killed.
 
-``python bench/failover.py [--trials 20] [--nodes 5] [--out DIR]`` starts a fresh durable cluster
+``python -m bench.failover [--trials 20] [--nodes 5] [--out DIR]`` starts a fresh durable cluster
 at the default settings, keeps a light load on it (clients that ask any node and follow its
 redirect), and then, trial after trial: finds the leader from ``/status``, ``kill -9``s it, and
 times how long until a proposal sent after the kill commits on another node (a probe that asks
@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from paxgos.check import History, check, fetch_logs  # noqa: E402
-from paxgos.check.client import OK, LoadClients, propose  # noqa: E402
-from paxgos.procs import LocalNodes  # noqa: E402
+from paxgos.check import History, check, fetch_logs
+from paxgos.testing.client import OK, LoadClients, propose
+from paxgos.testing.procs import LocalNodes
 
 PROBE_EVERY = 0.01
 PROBE_LIMIT = 10.0

@@ -1,6 +1,6 @@
 """Which interpreter is slow, the nodes' or the load generator's: commits/s of every pair.
 
-    python bench/interpreters.py --python 3.11=python3.11 --python 3.10=/tmp/py310/bin/python
+    python -m bench.interpreters --python 3.11=python3.11 --python 3.10=/tmp/py310/bin/python
         [--users 16] [--connections 16,64] [--duration 8] [--rounds 2] [--diagonal]
 
 Each ``--python NAME=EXECUTABLE`` is an interpreter with Paxgos installed (``pip install -e
@@ -24,10 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import LocalNodes, cpu_seconds  # noqa: E402
-from wrk_propose import run_wrk  # noqa: E402
+from bench.common import LocalNodes, cpu_seconds
+from bench.wrk_propose import run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"

@@ -1,6 +1,6 @@
 """Memory after many commits: each node's resident set size once ``--commits`` values are in.
 
-    python bench/memory.py [--commits 1000000]
+    python -m bench.memory [--commits 1000000]
 
 The durable store keeps the log on disk; a node holds in RAM only the slots still in flight.
 """
@@ -11,7 +11,7 @@ import argparse
 import sys
 import tempfile
 
-from common import LocalNodes, fill, rss_mib
+from bench.common import LocalNodes, fill, rss_mib
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from paxgos.procs import LocalNodes
+from paxgos.testing.procs import LocalNodes
 
 Action = Callable[["Faults"], None]
 

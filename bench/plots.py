@@ -16,11 +16,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from bench.metrics import PERCENTILES, Failover, PhaseStats, Window  # noqa: E402
-from bench.phases import FaultEvent  # noqa: E402
+from bench.metrics import PERCENTILES, Failover, PhaseStats, Window
+from bench.phases import FaultEvent
 
 SHADES = ["#f6c85f", "#e8747c", "#9dd866", "#8dd3c7", "#bebada"]
 

@@ -50,7 +50,7 @@ from bench.metrics import (
 )
 from bench.phases import FaultEvent, Faults, Phase, default_phases
 from paxgos.check import Op, check, fetch_logs, load_ops
-from paxgos.procs import LocalNodes
+from paxgos.testing.procs import LocalNodes
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"

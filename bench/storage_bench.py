@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python bench/storage_bench.py                 # defaults: a few seconds
-    python bench/storage_bench.py --dir /mnt/ssd  # measure a particular disk
+    python -m bench.storage_bench                 # defaults: a few seconds
+    python -m bench.storage_bench --dir /mnt/ssd  # measure a particular disk
 
 Each ``apply`` is one transaction and one fsync, so entries/s grows with the batch size until the
 fsync stops dominating; the figures show what group commit buys.  Prints numbers, asserts none.
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from paxgos.core import Ballot, Persist  # noqa: E402
-from paxgos.storage import SQLiteStore  # noqa: E402
+from paxgos.core import Ballot, Persist
+from paxgos.storage import SQLiteStore
 
 
 def bench_apply(directory: Path, batch: int, batches: int) -> dict[str, float]:

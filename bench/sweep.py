@@ -1,6 +1,6 @@
 """The concurrency sweep: Paxgos commits/s against etcd puts/s from one connection to a thousand.
 
-    python bench/sweep.py [--points 1,4,16,64,256,1024] [--duration 8] [--warmup 2] [--nodes 5]
+    python -m bench.sweep [--points 1,4,16,64,256,1024] [--duration 8] [--warmup 2] [--nodes 5]
                           [--out DIR] [--no-etcd] [--node-args "--min-batch 1"]
 
 Owns ``bench/sweep.py``, ``bench/etcd.py`` (the etcd cluster) and ``bench/put.lua`` (wrk's
@@ -53,18 +53,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import matplotlib
 
-import matplotlib  # noqa: E402
+from bench.common import cpu_seconds
+from bench.etcd import INSTALL_HINT, EtcdCluster, etcd_binary, etcd_version
+from paxgos.testing.procs import LocalNodes
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # before pyplot: no display here
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from bench.common import cpu_seconds  # noqa: E402
-from bench.etcd import INSTALL_HINT, EtcdCluster, etcd_binary, etcd_version  # noqa: E402
-from paxgos.procs import LocalNodes  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BENCH = Path(__file__).resolve().parent
 PROPOSE_LUA = BENCH / "propose.lua"
@@ -334,7 +333,7 @@ def host_info(argv: Sequence[str], etcd: bool, fd_limit: int) -> dict[str, Any]:
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
     return {
         "date": datetime.now().isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "bench/sweep.py", *argv]),
+        "command": shlex.join(["python", "-m", "bench.sweep", *argv]),
         "cpu_count": os.cpu_count(),
         "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
         "python": platform.python_version(),

@@ -1,6 +1,6 @@
 """Throughput and latency of /propose on a fresh local cluster, measured with wrk.
 
-    python bench/wrk_propose.py [--nodes 5] [--connections 64] [--duration 20] [--stop 2]
+    python -m bench.wrk_propose [--nodes 5] [--connections 64] [--duration 20] [--stop 2]
 
 Starts the nodes as real processes on free ports, runs wrk (Debian package ``wrk``, 1 thread,
 ``bench/propose.lua`` varies the value) against the leader while healthy, then with ``--stop``
@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from common import LocalNodes, cpu_seconds
+from bench.common import LocalNodes, cpu_seconds
 
 LUA = Path(__file__).with_name("propose.lua")
 

@@ -29,7 +29,7 @@ UI's form:
 
 ``--record-ops PATH`` writes one JSON line per proposal in the history checker's ops format
 (``paxgos.check.record``: client, value, start, end, outcome, slot; outcome by
-``paxgos.check.client.classify``), so ``python -m paxgos.check`` and the benchmark can use it.
+``paxgos.testing.client.classify``), so ``python -m paxgos.check`` and the benchmark can use it.
 A process that runs users writes its own file: a standalone Locust writes ``PATH`` itself; a
 worker (``--processes N``, or ``--worker``) writes ``PATH`` with its pid before the suffix
 (``ops.jsonl`` -> ``ops.12345.jsonl``), so concatenate ``ops*.jsonl`` afterwards. Proposals still
@@ -55,10 +55,10 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 try:
-    from paxgos.check.client import classify, retry_after
+    from paxgos.testing.client import classify, retry_after
 except ImportError:  # run from a checkout without installing: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from paxgos.check.client import classify, retry_after
+    from paxgos.testing.client import classify, retry_after
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UNKNOWN = "unknown"

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from paxgos import __version__
+from paxgos.cluster import run_cluster
 from paxgos.net.faults import FaultFlags
 from paxgos.net.host import TICK_INTERVAL
 from paxgos.net.server import NodeOptions, StartupError, serve
@@ -447,10 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "node":
         return run_node(argv[1:])
-    from paxgos.cluster import run_cluster
-
     args = cluster_parser().parse_args(argv)
-    return run_cluster(args)
+    return run_cluster(args, passthrough)
 
 
 if __name__ == "__main__":  # pragma: no cover

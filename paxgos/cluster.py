@@ -27,13 +27,12 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paxgos.cli import passthrough
 from paxgos.net.auth import secret_path, write_secret
 from paxgos.net.server import cluster_id_path, stored_cluster_id
 
@@ -295,19 +294,26 @@ def announce_back(
         say(f"node {member.node_id} (pid {proc.pid}) does not answer /status after {timeout:g}s")
 
 
-def node_command(args: argparse.Namespace, node_id: int, urls: list[str], fresh: bool) -> list[str]:
+#: The node options of the supervisor's arguments as command-line words (``cli.passthrough``:
+#: the command line owns the options, the supervisor only hands them on).
+NodeWords = Callable[[argparse.Namespace], list[str]]
+
+
+def node_command(
+    args: argparse.Namespace, node_id: int, urls: list[str], fresh: bool, words: NodeWords
+) -> list[str]:
     """The command that runs node ``node_id`` with the supervisor's node options."""
     cmd = [sys.executable, "-m", "paxgos", "node", "--id", str(node_id), "--peers", ",".join(urls)]
     return [
         *cmd,
         "--exit-with-parent",
-        *passthrough(argparse.Namespace(**{**vars(args), "fresh": fresh})),
+        *words(argparse.Namespace(**{**vars(args), "fresh": fresh})),
     ]
 
 
-def run_cluster(args: argparse.Namespace) -> int:
+def run_cluster(args: argparse.Namespace, words: NodeWords) -> int:
     """Start the cluster and supervise it until a signal, or until no node runs and none will be
-    restarted."""
+    restarted; ``words`` turns the node options of ``args`` into a node's command line."""
     nodes = args.nodes
     if nodes < 3:
         say(f"--nodes {nodes} is too few for a majority to survive a failure; using 3")
@@ -352,7 +358,12 @@ def run_cluster(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     members = [
-        Member(i, url, node_command(args, i, urls, args.fresh), node_command(args, i, urls, False))
+        Member(
+            i,
+            url,
+            node_command(args, i, urls, args.fresh, words),
+            node_command(args, i, urls, False, words),
+        )
         for i, url in enumerate(urls)
     ]
     pumps: list[threading.Thread] = []

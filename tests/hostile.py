@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from paxgos.check.client import propose as client_propose
-from paxgos.procs import LocalNodes
+from paxgos.testing.client import propose as client_propose
+from paxgos.testing.procs import LocalNodes
 
 #: The value forged messages carry: it must never appear in any node's log.
 FORGED = 666

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from paxgos.check.fetch import http_get
-from paxgos.procs import LocalNodes
+from paxgos.testing.http import http_get
+from paxgos.testing.procs import LocalNodes
 
 COMMIT = re.compile(r"CommandID: (\d+), Value (-?\d+)\n")
 

@@ -50,7 +50,7 @@ from hostile import (
     wait_for,
 )
 
-from paxgos.procs import LocalNodes
+from paxgos.testing.procs import LocalNodes
 
 #: Every cluster's options: a proposal without a majority is a 504 after 3 s, not 5.
 BASE_ARGS = ["--request-timeout", "3s"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,8 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[bench]')", allow_module_level=True)
 pytest.importorskip("matplotlib")
 
-# ``bench`` is a directory of the checkout, not an installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import main  # noqa: E402
+from bench.run import main
 
 
 def test_quick_benchmark_writes_a_sane_report(tmp_path: Path) -> None:

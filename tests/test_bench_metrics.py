@@ -3,16 +3,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# ``bench`` is a directory of the checkout, not an installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.metrics import Window, by_phase, cpu_per_phase, per_second, phase_stats  # noqa: E402
-from paxgos.check import OK, Op  # noqa: E402
+from bench.metrics import Window, by_phase, cpu_per_phase, per_second, phase_stats
+from paxgos.check import OK, Op
 
 # Two cycles: healthy [0, 10), slowed [10, 20), healthy [20, 30), slowed [30, 40).
 WINDOWS = [

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from paxgos.check.fetch import http_get
-from paxgos.procs import LocalNodes
+from paxgos.testing.http import http_get
+from paxgos.testing.procs import LocalNodes
 
 NODE_LINE = re.compile(r"node (\d+)  (http://127\.0\.0\.1:\d+)  (leader|follower)  \(pid (\d+)\)")
 

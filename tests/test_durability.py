@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 from paxgos.check import History, check, fetch_logs
-from paxgos.check.client import LoadClients, propose
-from paxgos.procs import LocalNodes
+from paxgos.testing.client import LoadClients, propose
+from paxgos.testing.procs import LocalNodes
 
 
 def run_load(nodes: LocalNodes, threads: int = 6) -> LoadClients:

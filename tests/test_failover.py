@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from paxgos.procs import LocalNodes
+from paxgos.testing.procs import LocalNodes
 
 
 def test_a_killed_leader_is_replaced_and_the_election_is_logged(

@@ -9,8 +9,8 @@ import re
 import time
 from collections.abc import Callable
 
-from paxgos.check.fetch import http_get
-from paxgos.procs import LocalNodes
+from paxgos.testing.http import http_get
+from paxgos.testing.procs import LocalNodes
 
 COMMIT = re.compile(r"CommandID: (\d+), Value (-?\d+)\n")
 

@@ -39,7 +39,7 @@ from hostile import Arena, NodeState, Response, exchange, one_line, peer_signatu
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from paxgos.procs import LocalNodes
+from paxgos.testing.procs import LocalNodes
 
 #: Cases of each kind: in the default run, and behind ``-m fuzz`` (11,000 in all).
 DEFAULT = {"request": 150, "message": 150, "malformed": 100}

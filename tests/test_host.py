@@ -17,9 +17,8 @@ import pytest
 from tornado.testing import AsyncTestCase, gen_test
 
 from paxgos.core import LEADER, Committed, Config, Node
-from paxgos.net.answers import StorageFailed
 from paxgos.net.faults import FaultFlags, FaultInjector
-from paxgos.net.host import FsyncPlacement, NodeHost
+from paxgos.net.host import FsyncPlacement, NodeHost, StorageFailed
 from paxgos.storage import StorageError
 from paxgos.storage.sqlite import SQLiteStore
 

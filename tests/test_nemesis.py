@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from paxgos.nemesis import run_nemesis
+from paxgos.testing.nemesis import run_nemesis
 
 SEED = int(os.environ.get("PAXGOS_NEMESIS_SEED", "1"))
 

@@ -1,6 +1,6 @@
 """Partitions on real processes, each node on a "host" of its own (a Linux network namespace).
 
-``paxgos.netns`` gives every node a namespace, joins them by a bridge and cuts them apart by
+``paxgos.testing.netns`` gives every node a namespace, joins them by a bridge and cuts them apart by
 silently dropping packets between two sides (nftables on the bridge); the test process reaches
 every node through one more veth on that bridge, so its clients are in no partition and can ask
 both sides.  Clients home on every node propose distinct values, follow 307s to the leader,
@@ -37,11 +37,11 @@ import pytest
 
 from paxgos import netns
 from paxgos.check import History, check, dump_logs, dump_ops, fetch_logs
-from paxgos.check.client import ask, propose, retry_after
 from paxgos.check.model import FAIL, OK, UNKNOWN, Op
 from paxgos.core import Config
-from paxgos.netns import Netns, NetnsError, nodes_in
-from paxgos.procs import LocalNodes
+from paxgos.testing.client import ask, propose, retry_after
+from paxgos.testing.netns import Netns, NetnsError, nodes_in
+from paxgos.testing.procs import LocalNodes
 
 pytestmark = pytest.mark.netns
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from paxgos.check.fetch import http_get
+from paxgos.testing.http import http_get
 
 NODE_LINE = re.compile(r"node (\d+)  (http://127\.0\.0\.1:\d+)  (leader|follower)  \(pid (\d+)\)")
 BACK_LINE = re.compile(r"node (\d+) is back \(pid (\d+)\)")

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import sweep  # noqa: E402
-from bench.etcd import INSTALL_HINT, EtcdCluster, etcd_binary  # noqa: E402
+from bench import sweep
+from bench.etcd import INSTALL_HINT, EtcdCluster, etcd_binary
 
 needs_wrk = pytest.mark.skipif(
     shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
@@ -99,7 +97,7 @@ def test_report_directory_from_made_up_results(tmp_path: Path) -> None:
         assert (tmp_path / name).stat().st_size > 0, name
     raw = json.loads((tmp_path / "sweep.json").read_text(), parse_constant=pytest.fail)
     assert raw["results"][0]["leader_counted_per_s"] is None  # NaN written as null
-    assert raw["host"]["command"].startswith("python bench/sweep.py")
+    assert raw["host"]["command"].startswith("python -m bench.sweep")
     readme = (tmp_path / "README.md").read_text()
     assert "| 1 | 100 | 400 | 0.25x | 3.0 / 3.0 |" in readme
     assert "| 64 | 2,000 | 1,000 | 2.00x | 192.0 / 192.0 |" in readme

@@ -14,7 +14,7 @@ import pytest
 
 from paxgos.cluster import free_ports
 from paxgos.net.auth import SIGNATURE, PeerAuth
-from paxgos.procs import LocalNodes
+from paxgos.testing.procs import LocalNodes
 
 trustme = pytest.importorskip("trustme", reason="the TLS tests make certificates with trustme")
 

@@ -596,15 +596,20 @@ class FakeNode:
 
 
 class FakeHost:
-    """What ``Transport`` uses of a ``NodeHost``: the node's id and step, input, failed."""
+    """The host side of a ``Transport``: a node whose replies are recorded."""
 
     def __init__(self) -> None:
         self.node = FakeNode(0)
-        self.failed: str | None = None
         self.inputs: list[object] = []
 
-    def input(self, ready: object) -> None:
-        self.inputs.append(ready)
+    def receive(self, reply: Message) -> None:
+        self.inputs.append(self.node.step(reply))
+
+    async def local(self, msg: Message) -> Message | None:
+        return None
+
+    def transport(self, urls: list[str], timeout: float, auth: PeerAuth) -> Transport:
+        return Transport(self.node.id, urls, timeout, self.receive, self.local, auth)
 
 
 class SigningPeer(RawPeer):
@@ -700,9 +705,7 @@ class TransportTest(AsyncTestCase):
         asyncio.get_running_loop().set_exception_handler(lambda _, ctx: self.errors.append(ctx))
         self.peers.append(await peer.start())
         host = FakeHost()
-        transport = Transport(
-            cast(Any, host), ["http://127.0.0.1:9", peer.url], 2.0, auth or PeerAuth(None)
-        )
+        transport = host.transport(["http://127.0.0.1:9", peer.url], 2.0, auth or PeerAuth(None))
         self.transports.append(transport)
         return transport, host
 
@@ -954,7 +957,7 @@ def test_the_configured_client_carries_the_fan_out(
         auth = PeerAuth(SECRET)
         peer = await SigningPeer(200, encode(reply), auth).start()
         host = FakeHost()
-        transport = Transport(cast(Any, host), ["http://127.0.0.1:9", peer.url], 2.0, auth)
+        transport = host.transport(["http://127.0.0.1:9", peer.url], 2.0, auth)
         try:
             for _ in range(3):
                 transport.send(1, Accept(0, B, 1, (5,), 0))
@@ -979,9 +982,7 @@ def test_an_unconfigured_process_gets_the_pooled_client(
     AsyncHTTPClient.configure(None)  # Tornado's default, the simple client
 
     async def run() -> None:
-        transport = Transport(
-            cast(Any, FakeHost()), ["http://127.0.0.1:9"] * 2, 1.0, PeerAuth(None)
-        )
+        transport = FakeHost().transport(["http://127.0.0.1:9"] * 2, 1.0, PeerAuth(None))
         transport.send(1, Learn(0, B, 1))
         assert isinstance(transport.http, PooledHTTPClient)
         transport.close()

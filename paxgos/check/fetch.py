@@ -92,29 +92,3 @@ def fetch_logs(
         i: fetch_log(url, page=page, timeout=timeout, max_pages=max_pages)
         for i, url in enumerate(urls)
     }
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirect)
-
-
-def http_get(
-    url: str,
-    timeout: float = 10.0,
-    json_body: bool = False,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> tuple[int, dict[str, str], str]:
-    """One HTTP request: status, headers, body; HTTP errors are answers, not exceptions."""
-    headers = {**(headers or {}), **({"Accept": "application/json"} if json_body else {})}
-    request = urllib.request.Request(url, data=body, headers=headers, method=method)
-    try:
-        with _opener.open(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()

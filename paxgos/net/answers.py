@@ -9,20 +9,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from paxgos.core import Abandoned, Committed, Outcome, Rejected
 from paxgos.core.messages import INT64_MAX, INT64_MIN
-
-if TYPE_CHECKING:
-    from paxgos.net.host import NodeHost
+from paxgos.net.host import NodeHost, StorageFailed
 
 INTEGER = re.compile(r"-?[0-9]+")
 """A decimal integer as clients may write it (no sign but minus, no spaces)."""
-
-
-class StorageFailed(Exception):
-    """The node's store failed a write; the node serves nothing until restarted."""
 
 
 class BadValue(ValueError):

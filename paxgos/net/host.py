@@ -37,7 +37,6 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from paxgos.core import Node, Outcome, Persist, Ready
 from paxgos.core.messages import ChosenEntry, Message
 from paxgos.core.release import Pipeline, Step
-from paxgos.net.answers import StorageFailed
 from paxgos.net.auth import PeerAuth
 from paxgos.net.faults import FaultInjector
 from paxgos.net.transport import Transport
@@ -117,6 +116,10 @@ def settle(future: asyncio.Future[Any]) -> Callable[[Any], None]:
     return complete
 
 
+class StorageFailed(Exception):
+    """The node's store failed a write; the node serves nothing until restarted."""
+
+
 class NodeHost:
     """Drives one core ``Node``: inputs from HTTP handlers and timers, outputs to peers,
     clients and the store."""
@@ -143,7 +146,9 @@ class NodeHost:
         self.faults = faults
         self.request_timeout = request_timeout
         self.tick_interval = tick_interval
-        self.transport = Transport(self, urls, peer_timeout, self.auth, ssl_context=peer_tls)
+        self.transport = Transport(
+            node.id, urls, peer_timeout, self._receive, self._local, self.auth, ssl_context=peer_tls
+        )
         self.failed: str | None = None
         self.store_writes = 0  # group commits to a durable store (one fsync each)
         self.store_records = 0  # Readys' Persist records they carried
@@ -229,6 +234,21 @@ class NodeHost:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.deliver(msg, settle(future))
         return future
+
+    def _receive(self, reply: Message) -> None:
+        """A peer's valid reply (or our own), from the transport, into the core."""
+        if self.failed is None:
+            self.input(self.node.step(reply))
+
+    async def _local(self, msg: Message) -> Message | None:
+        """A message this node sends itself, handled as a peer would (faults included)."""
+        if self.faults.active():
+            await self.faults.delay()
+        try:
+            reply: Message | None = await self.deliver_future(msg)
+        except Exception:  # a failed store: it has been logged
+            return None
+        return reply
 
     def propose(self, value: int, done: Done) -> int:
         """Ask the core to commit ``value``; ``done`` is called once with the request's outcome,

@@ -33,9 +33,8 @@ import asyncio
 import concurrent.futures
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
@@ -58,9 +57,6 @@ from paxgos.core.messages import (
 from paxgos.net.auth import SIGNATURE, PeerAuth
 from paxgos.net.peerclient import BadAnswer, PeerError, PeerRequest, PooledHTTPClient, parse_head
 from paxgos.net.ratelog import RateLimitedLog
-
-if TYPE_CHECKING:
-    from paxgos.net.host import NodeHost
 
 __all__ = [
     "MAX_RESPONSE",
@@ -196,17 +192,23 @@ class Transport:
 
     def __init__(
         self,
-        host: NodeHost,
+        node_id: int,
         urls: list[str],
         timeout: float,
+        receive: Callable[[Message], None],
+        local: Callable[[Message], Awaitable[Message | None]],
         auth: PeerAuth | None = None,
         max_in_flight: int = 32,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``auth``: signs requests and checks answers (``None``: an insecure node's, nothing
-        signed); ``ssl_context``: how ``https://`` peers are verified and what this node
-        presents to them (the pooled client's; ``None``: the configured client's settings)."""
-        self.host = host
+        """``receive`` takes every valid reply (into the core); ``local`` handles a message the
+        node sends itself and returns the reply, if any; ``auth``: signs requests and checks
+        answers (``None``: an insecure node's, nothing signed); ``ssl_context``: how
+        ``https://`` peers are verified and what this node presents to them (the pooled
+        client's; ``None``: the configured client's settings)."""
+        self.node_id = node_id
+        self.receive = receive
+        self.local = local
         self.urls = urls
         self.timeout = timeout
         self.max_in_flight = max_in_flight
@@ -231,7 +233,7 @@ class Transport:
 
     def send(self, to: int, msg: Message) -> None:
         """Send ``msg`` to node ``to``; its reply, if any, goes back into the core."""
-        if to == self.host.node.id:
+        if to == self.node_id:
             asyncio.ensure_future(self._local(msg))
             return
         if self.in_flight[to] >= self.max_in_flight or self.closed:
@@ -273,7 +275,7 @@ class Transport:
         except Exception as exc:  # a closed client, no file descriptor: the message is lost
             self.in_flight[to] -= 1
             self.log.warning(
-                f"send {to}", "node %d: cannot send to node %d: %r", self.host.node.id, to, exc
+                f"send {to}", "node %d: cannot send to node %d: %r", self.node_id, to, exc
             )
 
     def _answered(self, to: int, msg: Message, signature: str, response: HTTPResponse) -> None:
@@ -283,7 +285,7 @@ class Transport:
         except Exception as exc:  # never an error in a callback, whatever a peer answered
             self.log.warning(
                 f"error {to}", "node %d: the answer from node %d to %s failed: %r",
-                self.host.node.id, to, type(msg).__name__, exc,
+                self.node_id, to, type(msg).__name__, exc,
             )  # fmt: skip
 
     def _check(self, to: int, msg: Message, signature: str, response: HTTPResponse) -> None:
@@ -297,12 +299,12 @@ class Transport:
             if not isinstance(error, HTTPClientError):  # not a network failure: say so
                 raise error or RuntimeError("599 without an error")
             # Refused, closed, timed out: the message is lost.
-            log.debug("node %d: %s to node %d lost: %s", self.host.node.id, msg, to, error)
+            log.debug("node %d: %s to node %d lost: %s", self.node_id, msg, to, error)
             return
         if status != 200 and status != 204:
             # A refusal (401, 403), an overload (503), a failed disk: dropped unread, so not a
             # "not signed" answer either (only 200 and 204 carry a signature).
-            log.debug("node %d: %s to node %d failed: %s", self.host.node.id, msg, to, status)
+            log.debug("node %d: %s to node %d failed: %s", self.node_id, msg, to, status)
             return
         body = response.body
         answer_signature = response.headers.get(SIGNATURE)
@@ -350,7 +352,7 @@ class Transport:
             if not self.closed:
                 self.log.warning(
                     f"error {to}", "node %d: the answer from node %d to %s failed: %r",
-                    self.host.node.id, to, type(msg).__name__, exc,
+                    self.node_id, to, type(msg).__name__, exc,
                 )  # fmt: skip
 
     def _deliver(self, to: int, msg: Message, reply: Message) -> None:
@@ -361,37 +363,31 @@ class Transport:
         if reply.sender != to:  # an answer must come from the node asked
             self._refuse(to, "wrong sender", "a reply naming node %d", reply.sender)
             return
-        if self.host.failed is None and not self.closed:
-            self.host.input(self.host.node.step(reply))
+        if not self.closed:
+            self.receive(reply)
 
     def _refuse(self, to: int, kind: str, what: str, *args: object) -> None:
         """Log a dropped answer, at most once per kind and peer every 10 s."""
         self.log.warning(
             f"{kind} {to}", "node %d: dropped from node %d (%s): " + what,
-            self.host.node.id, to, kind, *args,
+            self.node_id, to, kind, *args,
         )  # fmt: skip
 
     def _refuse_unsigned(self, to: int) -> None:
         self.log.warning(
             f"unsigned {to}",
             "node %d: answer from node %d is not signed with the cluster secret; dropped",
-            self.host.node.id, to,
+            self.node_id, to,
         )  # fmt: skip
 
     async def _local(self, msg: Message) -> None:
-        host = self.host
         try:
-            if host.faults.active():
-                await host.faults.delay()
-            try:
-                reply = await host.deliver_future(msg)
-            except Exception:  # a failed store: the host has logged it
-                return
-            if reply is not None and host.failed is None:
-                host.input(host.node.step(reply))
+            reply = await self.local(msg)
+            if reply is not None and not self.closed:
+                self.receive(reply)
         except Exception as exc:  # never "Task exception was never retrieved"
             self.log.warning(
-                "local", "node %d: its own %s failed: %r", host.node.id, type(msg).__name__, exc
+                "local", "node %d: its own %s failed: %r", self.node_id, type(msg).__name__, exc
             )
 
 

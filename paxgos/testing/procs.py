@@ -7,8 +7,8 @@ outlives the test that started it.  Everything waits with a deadline.
 
 Given ``urls`` (node ``i`` listens on ``urls[i]``) and a ``prefix`` (node ``i``'s command is
 ``prefix(i)`` followed by the usual one), the same lifecycle runs nodes elsewhere: on separate
-network namespaces with ``ip netns exec`` (``paxgos.netns.nodes_in``).  A prefix must exec the
-node (as ``ip netns exec`` does), so that the PID kept is the node's own.
+network namespaces with ``ip netns exec`` (``paxgos.testing.netns.nodes_in``).  A prefix must
+exec the node (as ``ip netns exec`` does), so that the PID kept is the node's own.
 
 The cluster is a real, authenticated one: its secret (``secret``, kept in ``WORKDIR/secret``)
 and cluster id (``WORKDIR/cluster-id``) are made once per work directory and passed to every
@@ -29,9 +29,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from paxgos.check.fetch import fetch_log, http_get
+from paxgos.check.fetch import fetch_log
 from paxgos.cluster import free_ports
 from paxgos.net.auth import SIGNATURE, PeerAuth, read_secret, write_secret
+from paxgos.testing.http import http_get
 
 
 class LocalNodes:

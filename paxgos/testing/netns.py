@@ -25,8 +25,8 @@
   flushes them.  Needs ``nft`` (Debian package ``nftables``) and ``ip`` (``iproute2``), and root.
 - Node ``i`` is started with ``exec_prefix(i) + [python, -m, paxgos, node, ...]``;
   ``ip netns exec`` execs the command, so the PID ``Popen`` returns is the node's own (see
-  :meth:`Netns.holds`).  :func:`nodes_in` gives a :class:`~paxgos.procs.LocalNodes` whose nodes
-  run this way, on their namespace's address.
+  :meth:`Netns.holds`).  :func:`nodes_in` gives a :class:`~paxgos.testing.procs.LocalNodes`
+  whose nodes run this way, on their namespace's address.
 
 It lives in the package, next to ``procs`` and ``nemesis`` (which it serves), rather than under
 ``tests/``: the nemesis and the benchmark can use partitions and separate hosts too, and
@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from paxgos.procs import LocalNodes
+    from paxgos.testing.procs import LocalNodes
 
 NETNS_DIR = Path("/run/netns")
 SUBNET_BASE = "10.199"  # 10.199.K.0/24, K the first free one from pid % 256 on
@@ -405,8 +405,8 @@ def _subnet_lock() -> Iterator[None]:
 def nodes_in(
     net: Netns, workdir: str | Path, extra_args: list[str] | None = None, port: int = 9000
 ) -> LocalNodes:
-    """A :class:`~paxgos.procs.LocalNodes` whose node ``i`` runs in ``net``'s namespace ``i``,
-    listening on its address (not started)."""
-    from paxgos.procs import LocalNodes
+    """A :class:`~paxgos.testing.procs.LocalNodes` whose node ``i`` runs in ``net``'s namespace
+    ``i``, listening on its address (not started)."""
+    from paxgos.testing.procs import LocalNodes
 
     return LocalNodes(net.count, workdir, extra_args, urls=net.urls(port), prefix=net.exec_prefix)

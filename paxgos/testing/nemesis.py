@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paxgos.check import CheckResult, History, check, dump_logs, dump_ops, fetch_logs
-from paxgos.check.client import LoadClients
-from paxgos.procs import LocalNodes
+from paxgos.testing.client import LoadClients
+from paxgos.testing.procs import LocalNodes
 
 
 @dataclass

@@ -18,9 +18,9 @@ import time
 import urllib.error
 from collections.abc import Callable
 
-from paxgos.check.fetch import http_get
 from paxgos.check.model import FAIL, OK, UNKNOWN, Op
 from paxgos.check.record import History
+from paxgos.testing.http import http_get
 
 COMMIT_LINE = re.compile(r"CommandID: (\d+), Value (-?\d+)\n?")
 
