@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from paxgos import netns
+from paxgos.testing import netns
 from paxgos.check import History, check, dump_logs, dump_ops, fetch_logs
 from paxgos.check.model import FAIL, OK, UNKNOWN, Op
 from paxgos.core import Config
