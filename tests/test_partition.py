@@ -35,10 +35,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from paxgos.testing import netns
 from paxgos.check import History, check, dump_logs, dump_ops, fetch_logs
 from paxgos.check.model import FAIL, OK, UNKNOWN, Op
 from paxgos.core import Config
+from paxgos.testing import netns
 from paxgos.testing.client import ask, propose, retry_after
 from paxgos.testing.netns import Netns, NetnsError, nodes_in
 from paxgos.testing.procs import LocalNodes
