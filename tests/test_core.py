@@ -39,6 +39,7 @@ from paxgos.core.messages import (
     CatchupReply,
     CatchupRequest,
     Learn,
+    LearnAck,
     Message,
     Prepare,
     Promise,
@@ -1389,3 +1390,24 @@ def test_a_new_leaders_read_covers_what_it_re_proposed() -> None:
     c.flush(new)
     c.run()
     assert reads(c, new) == [Readable(9, 3)] and node.commit >= 3
+
+
+def test_a_heartbeat_ack_from_before_the_read_confirms_nothing() -> None:
+    """A LearnAck of a heartbeat (no ``read``), sent before the acceptors promised a higher
+    ballot and delivered after the read arrived, must not confirm the read."""
+    c = Cluster(3)
+    c.tick(0.2)  # a heartbeat: Learn(read=0) to nodes 1 and 2
+    for _ in range(2):
+        c.deliver(*c.net.popleft())  # the acceptors answer ...
+    stale = of_type(c.net, LearnAck)  # ... and the answers are late
+    c.net = deque(e for e in c.net if not isinstance(e[2], LearnAck))
+    expire_lease(c.nodes[1], c.nodes[2])
+    for i in (1, 2):  # both promise node 2's higher ballot
+        c.handle(i, c.nodes[i].step(Prepare(2, Ballot(9, 2), 1)), 2)
+    c.net.clear()
+    c.handle(0, c.nodes[0].read(77))
+    c.flush(0)
+    c.net.clear()  # the read's Learn is lost
+    for envelope in stale:
+        c.deliver(*envelope)
+    assert reads(c) == []

@@ -192,6 +192,8 @@ def to_wire(msg: Message) -> dict[str, Any]:
     kind = KIND_OF[type(msg)]
     body: dict[str, Any] = {"type": kind}
     for name, value in vars(msg).items():
+        if name == "read" and not value:
+            continue  # a Learn that confirms no read is as before the field existed
         if name == "accepted":
             value = [[slot, list(ballot), v] for slot, ballot, v in value]
         elif name == "entries":

@@ -30,7 +30,7 @@ from paxgos.core.messages import (
 )
 from paxgos.net.answers import INTEGER, Answer, error, outcome_answer
 from paxgos.net.auth import SIGNATURE, certificate_missing
-from paxgos.net.host import NodeHost
+from paxgos.net.host import NodeHost, StorageFailed
 from paxgos.net.ratelog import RateLimitedLog
 from paxgos.storage import StorageError
 
@@ -201,9 +201,10 @@ class HistoryHandler(BaseHandler):
 
     With ``min_commit=N``, only once this node's log holds slot N (read your writes: N is the
     ``CommandID`` a proposal was answered with).  With ``linearizable=true``, on the leader, only
-    once a majority has confirmed that it still leads and its log holds every slot chosen before
-    the request arrived (the read index, as etcd's default reads); a follower redirects to the
-    leader as for ``/propose``.  Either is 504 after ``--request-timeout``."""
+    once a majority has confirmed that it still leads and its log holds every slot it knew chosen
+    when the request arrived (the read index, as etcd's default reads); a follower redirects to the
+    leader as for ``/propose``.  Either is 504 after ``--request-timeout`` (a linearizable read
+    may wait that long for its confirmation, then again for the log)."""
 
     async def get(self) -> None:
         start = self.int_arg("from", 1, 1, INT64_MAX)
@@ -218,11 +219,7 @@ class HistoryHandler(BaseHandler):
             finally:
                 self.host.forget(request)
             if not isinstance(result, Readable):
-                answer = outcome_answer(self.host, result, self.request.uri or "/")
-                if isinstance(result, TimeoutError):
-                    answer = error(504, "no majority confirmed the leadership within "
-                                   f"{self.host.request_timeout:g}s; retry")  # fmt: skip
-                self.respond(answer)
+                self.respond(self.unread(result))
                 return
             wanted = max(wanted, result.slot)
         if wanted and not await self.host.applied(wanted):
@@ -254,6 +251,21 @@ class HistoryHandler(BaseHandler):
         lines = ["History:"]
         lines.extend(f"id {s} val {'noop' if v is None else v}" for s, v in entries)
         self.write("\n".join(lines) + "\n")
+
+    def unread(self, result: Any) -> Answer:
+        """The answer to a linearizable read that ended without a read index (a read changes
+        nothing: every one of these is safe to retry)."""
+        if isinstance(result, TimeoutError):
+            return error(
+                504,
+                "no majority confirmed the leadership within "
+                f"{self.host.request_timeout:g}s; retry",
+            )
+        if isinstance(result, Rejected) and result.reason == "overloaded":
+            return error(503, "leader overloaded: too many reads waiting", retry_after=1)
+        if isinstance(result, StorageFailed):
+            return error(503, str(result), retry_after=5)
+        return outcome_answer(self.host, result, self.request.uri or "/")
 
     def linearizable(self) -> bool:
         """The ``linearizable`` query argument: absent, or exactly ``true``."""

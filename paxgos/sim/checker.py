@@ -11,8 +11,9 @@
 - **promises never go backwards**: an acceptor's promised ballot, observed after each of its
   steps and across restarts, never decreases;
 - **reads are linearizable**: a ``Readable`` read index is at least the highest slot that any
-  client had been told was committed when the read was sent, so the read sees every write that
-  finished before it began;
+  client had been told was committed, or any node had applied, when the read was sent (a node
+  applies only what some leader knew chosen, and the read index covers that), so the read sees
+  every write that finished before it began;
 - **ballots are unique**: no ballot is used (sent in a ``Prepare``) by two proposers, nor by two
   incarnations of one node: Paxos's safety argument assumes one value per ballot per slot, and a
   restarted node that reuses its pre-crash ballot can propose a second one.
@@ -47,7 +48,7 @@ class Checker:
         self.proposed: dict[int, int] = {}  # request -> value
         self.acked: dict[int, tuple[int, int]] = {}  # request -> (slot, value)
         self.ballot_user: dict[Ballot, tuple[int, int]] = {}  # -> (node, incarnation)
-        self.acked_high = 0  # the highest slot acknowledged to any client so far
+        self.acked_high = 0  # the highest slot acknowledged to a client or applied, so far
         self.read_floor: dict[int, int] = {}  # read request -> acked_high when it was sent
 
     def accepted(
@@ -92,6 +93,8 @@ class Checker:
     def learned(self, node: int, entries: list[tuple[int, Value]]) -> None:
         """``node`` is writing ``entries`` to its chosen log."""
         chosen = self.chosen
+        if entries:
+            self.acked_high = max(self.acked_high, entries[-1][0])
         for slot, value in entries:
             expect = chosen.get(slot, _MISSING)
             if expect is _MISSING:

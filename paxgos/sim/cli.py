@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hostile", type=float, default=d.hostile, help="per-step probability of a forgery"
     )
+    p.add_argument(
+        "--pause", type=float, default=d.pause, help="per-step probability of a process pause"
+    )
+    p.add_argument(
+        "--client-timeout", type=float, default=d.client_timeout, help="client patience (s)"
+    )
     p.add_argument("--heal-time", type=float, default=d.heal_time, help="liveness bound (s)")
     p.add_argument("--faulty", choices=sorted(VARIANTS), help="run a deliberately broken node")
     p.add_argument("--trace-lines", type=int, default=d.trace_lines)
@@ -91,6 +97,8 @@ def options_from(ns: argparse.Namespace) -> SimOptions:
         crash=ns.crash,
         max_down=ns.max_down,
         hostile=ns.hostile,
+        pause=ns.pause,
+        client_timeout=ns.client_timeout,
         heal_time=ns.heal_time,
         faulty=ns.faulty,
         trace_lines=ns.trace_lines,

@@ -20,7 +20,6 @@ from paxgos.core.ready import Committed, Outcome, Readable, Rejected
 from paxgos.sim.checker import Checker
 from paxgos.sim.scheduler import CLIENT_TIMEOUT, CLIENT_WAKE, PROPOSE, Scheduler
 
-TIMEOUT_US = 2_000_000
 VALUE_BASE = 100_000
 #: Share of attempts (while faults run) that are a linearizable read instead of a proposal: a
 #: ``(request, None)`` batch of one, answered by ``Readable``.
@@ -46,11 +45,13 @@ class Clients:
         checker: Checker,
         leader: int,
         nodes: int,
+        timeout_us: int = 2_000_000,
     ):
         self.rng = rng
         self.scheduler = scheduler
         self.checker = checker
         self.nodes = nodes
+        self.timeout_us = timeout_us
         self.clients = [Client(i, leader) for i in range(count)]
         self.owner: dict[int, int] = {}  # request -> client
         self.last_request = 0
@@ -97,7 +98,7 @@ class Clients:
         client.attempt += 1
         delay = self.rng.randint(100, 2_000)
         self.scheduler.after(delay, PROPOSE, client.target, client.id, batch)
-        self.scheduler.after(TIMEOUT_US, CLIENT_TIMEOUT, client.id, client.attempt)
+        self.scheduler.after(self.timeout_us, CLIENT_TIMEOUT, client.id, client.attempt)
 
     def _next(self, client: Client, low: int, high: int) -> None:
         if not client.waiting:

@@ -14,7 +14,10 @@ Each variant subclasses the real ``paxgos.core.Node`` (or its acceptor) and brea
 - ``no-stickiness``: acceptors promise any higher ballot although a live leader is known, so a
   node back from a partition deposes a healthy leader;
 - ``read-unconfirmed``: a leader that serves a read at its commit index at once, without a
-  majority's confirmation and without covering the slots it re-proposed on taking office.
+  majority's confirmation and without covering the slots it re-proposed on taking office;
+- ``read-no-floor``: a read index that forgets the slots a new leader re-proposed;
+- ``read-no-confirm``: the right read index, served at once, asking no majority;
+- ``read-stale-echo``: a read numbered with the Learn sent before it arrived.
 
 Never use these outside tests and demonstrations: ``python -m paxgos.sim --faulty NAME``.
 """
@@ -135,6 +138,40 @@ class ReadUnconfirmedNode(Node):
         return Ready(outcomes=[Readable(request, self.commit)])
 
 
+class ReadNoFloorNode(Node):
+    """Forgets the slots it re-proposed on taking office: the read index is the commit index."""
+
+    def read(self, request: int) -> Ready:
+        self.proposer.read_floor = 0
+        return super().read(request)
+
+
+class ReadNoConfirmNode(Node):
+    """Serves a read at once at the right read index (floor included), asking no majority."""
+
+    def read(self, request: int) -> Ready:
+        if self.role != LEADER:
+            return super().read(request)
+        return Ready(outcomes=[Readable(request, max(self.commit, self.proposer.read_floor))])
+
+
+class ReadStaleEchoNode(Node):
+    """Numbers reads with the Learn sent last, before they arrived: an echo of a Learn that
+    left before the read then confirms it."""
+
+    def _send_reads(self, ready: Ready) -> None:
+        term = self.proposer
+        if self.role != LEADER:
+            return
+        term.reads.extend((term.read_seq, r, s) for r, s in term.reads_unsent)
+        term.reads_unsent.clear()
+        term.read_seq += 1
+        term.read_sent_at = self.now
+        self._broadcast_learn(ready, term.read_seq)
+        if self.promised <= term.ballot:
+            self._confirm_reads(self.id, term.read_seq, ready)
+
+
 def no_stickiness(config: Config, stored: StoredState | None = None) -> Node:
     """A node whose acceptor ignores the lease."""
     return Node(replace(config, sticky=False), stored)
@@ -149,6 +186,9 @@ VARIANTS: dict[str, NodeFactory] = {
     "no-step-down": NoStepDownNode,
     "no-stickiness": no_stickiness,
     "read-unconfirmed": ReadUnconfirmedNode,
+    "read-no-floor": ReadNoFloorNode,
+    "read-no-confirm": ReadNoConfirmNode,
+    "read-stale-echo": ReadStaleEchoNode,
 }
 
 

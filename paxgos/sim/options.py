@@ -29,6 +29,12 @@ class SimOptions:
     partition: float = 0.002
     #: Probability per step that a node crashes (it restarts 20-800 ms later).
     crash: float = 0.003
+    #: Probability per step that a node (the leader, seven times in ten) is paused for
+    #: 0.3-2 s, as by SIGSTOP or a blocked event loop: it handles nothing meanwhile, and on
+    #: resume handles what reached it in arrival order, before its next tick.
+    pause: float = 0.0
+    #: Simulated seconds a client waits for an answer before it tries another node.
+    client_timeout: float = 2.0
     #: Most nodes down at once (``None``: all but one).
     max_down: int | None = None
     #: Probability per step that the nemesis forges a message (``paxgos.sim.hostile``).

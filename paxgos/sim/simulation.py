@@ -60,6 +60,9 @@ from paxgos.sim.scheduler import (
 from paxgos.sim.trace import Trace
 from paxgos.storage import MemoryStore
 
+#: Events that a node handles (``a`` is the node): a paused node handles none of them.
+NODE_EVENTS = frozenset({DELIVER, TICK, PROPOSE, FLUSH})
+
 #: Messages that are requests: the host owes each one an answer (see ``_apply``).  A
 #: ``CatchupRequest`` is answered from the store directly, before the core sees it.
 REQUESTS = (Accept, Prepare, Learn)
@@ -163,7 +166,13 @@ class Simulation:
         self.flush_timers: set[int] = set()  # nodes with a FLUSH event pending
         self.requests: list[dict[int, int]] = [{} for _ in range(n)]  # request -> client
         self.clients = Clients(
-            opts.clients, rng, self.scheduler, self.checker, self.initial_leader, n
+            opts.clients,
+            rng,
+            self.scheduler,
+            self.checker,
+            self.initial_leader,
+            n,
+            int(opts.client_timeout * 1e6),
         )
         self.max_down = n - 1 if opts.max_down is None else opts.max_down
         self.down = 0
@@ -174,6 +183,10 @@ class Simulation:
         # The forger draws from a generator of its own: without it, a seed runs as it always did.
         self.forger = random.Random(seed ^ 0x686F7374)
         self.forged = 0
+        # So does the pauser; a paused node handles nothing before paused_until[i].
+        self.pauser = random.Random(seed ^ 0x7061757365)
+        self.paused_until = [0] * n
+        self.pauses = 0
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -206,6 +219,8 @@ class Simulation:
             step_once()
             if hostile and self.forger.random() < hostile:
                 self._forge()
+            if opts.pause and self.pauser.random() < opts.pause:
+                self._pause_some()
             if split:
                 r = rng.random()
                 if r < crash:
@@ -326,6 +341,12 @@ class Simulation:
     def _step_once(self) -> None:
         _, _, kind, a, b, c = self.scheduler.pop()
         self.step += 1
+        if kind in NODE_EVENTS and self.scheduler.now < self.paused_until[a]:
+            # Paused: handled on resume, in arrival order (a queue's ties keep insertion
+            # order), and its timers after what reached its sockets.
+            later = self.paused_until[a] + (3_000 if kind == TICK else 0)
+            self.scheduler.at(later, kind, a, b, c)
+            return
         if kind == DELIVER:
             self._deliver(a, b, c)
         elif kind == TICK:
@@ -456,6 +477,8 @@ class Simulation:
         """Node ``i`` took a proposal as leader: it must have heard from a majority lately."""
         since = self.cut_since[i]
         now = self.scheduler.now
+        if now < self.paused_until[i] + 3_000:
+            return  # a node back from a pause handles its backlog before its timer tells it
         bound = self.lease_bound + (600_000 if now - self.last_crash < 600_000 else 0)
         if since is not None and now - since > bound:
             raise Violation(
@@ -468,7 +491,21 @@ class Simulation:
         if not self.network.send(src, dst, msg):
             self.trace.add((self.step, self.scheduler.now, "lost", dst, src, msg))
 
-    # --- crashes, restarts, partitions --------------------------------------------------------
+    # --- crashes, restarts, partitions, pauses ------------------------------------------------
+
+    def _pause_some(self) -> None:
+        """Pause a node for 0.3-2 s (the leader seven times in ten), as SIGSTOP would."""
+        rng = self.pauser
+        n = self.options.nodes
+        leaders = [
+            i for i, node in enumerate(self.nodes) if node is not None and node.role == LEADER
+        ]
+        i = leaders[0] if leaders and rng.random() < 0.7 else rng.randrange(n)
+        now = self.scheduler.now
+        if self.paused_until[i] <= now:
+            self.paused_until[i] = now + rng.randint(300_000, 2_000_000)
+            self.pauses += 1
+            self.trace.add((self.step, now, "pause", i, None, self.paused_until[i] - now))
 
     def _start(self, i: int) -> None:
         node = self.factory(self.configs[i], self.stores[i].load())
