@@ -168,9 +168,6 @@ class EtcdCluster:
         """The store's revision as member ``i`` sees it (one more per put)."""
         return int(self.status(i)["header"]["revision"])
 
-    def put(self, i: int, key: str, value: str) -> dict[str, Any]:
-        return self.post(i, "/v3/kv/put", {"key": b64(key), "value": b64(value)})
-
     def count_prefix(self, i: int, prefix: str) -> int:
         """How many keys start with ``prefix`` (a range with ``count_only``)."""
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)

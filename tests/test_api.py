@@ -171,8 +171,15 @@ def test_unknown_path_and_wrong_method(cluster: LocalNodes) -> None:
     assert code == 404 and body == "error: no such path: /nope\n"
     code, _, body = http_get(cluster.urls[0] + "/propose/5", method="POST")
     assert code == 405 and body.startswith("error: ")
-    code, _, body = http_get(cluster.urls[0] + "/accept", method="GET")
-    assert code == 405
+    for method, path, allow in (
+        ("GET", "/accept", "POST"),
+        ("PUT", "/prepare?x=1", "POST"),
+        ("DELETE", "/learn", "GET, POST"),
+    ):
+        code, headers, body = http_get(cluster.urls[0] + path, method=method)
+        bare = path.split("?")[0]
+        assert (code, headers.get("Allow")) == (405, allow), (method, path, code, headers)
+        assert body == f"error: method {method} not allowed on {bare}\n", body
 
 
 def test_follower_redirects_proposals_to_the_leader(cluster: LocalNodes) -> None:

@@ -74,8 +74,6 @@ class ConnectionGuard:
         #: connection -> loop time since which it waits for its request (insertion ordered,
         #: so the first entry has waited longest).
         self.waiting: dict[Any, float] = {}
-        self.closed_overdue = 0
-        self.evicted = 0
         self._sweeper = PeriodicCallback(self.sweep, 1000)
 
     def start(self) -> None:
@@ -99,14 +97,12 @@ class ConnectionGuard:
             if since > deadline:
                 break  # ordered by waiting time: the rest are younger
             self.waiting.pop(connection, None)
-            self.closed_overdue += 1
             connection.close()
 
     def evict(self) -> bool:
         """Close the connection that has waited longest for a request; whether there was one."""
         for connection in self.waiting:
             self.waiting.pop(connection)
-            self.evicted += 1
             connection.close()
             return True
         return False

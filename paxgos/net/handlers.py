@@ -22,10 +22,7 @@ from paxgos.core import Readable, Rejected
 from paxgos.core.messages import (
     INT64_MAX,
     INT64_MIN,
-    Accept,
     CatchupRequest,
-    Learn,
-    Prepare,
     encode,
 )
 from paxgos.net.answers import INTEGER, Answer, error, outcome_answer
@@ -321,20 +318,13 @@ class StatusHandler(BaseHandler):
 # --- internal protocol endpoints ----------------------------------------------------------------
 
 
-class ProtocolHandler(BaseHandler):
+class CatchupHandler(BaseHandler):
     """``GET /learn``: catch-up reads.  (A peer's messages, ``POST /prepare``, ``/accept`` and
-    ``/learn``, are served on the fast path of ``paxgos.net.propose``.)"""
-
-    message_type: type = Prepare
-
-    def initialize(self, host: NodeHost, message_type: type = Prepare) -> None:  # type: ignore[override]
-        super().initialize(host)
-        self.message_type = message_type
+    ``/learn``, and every other method on the first two, are served on the fast path of
+    ``paxgos.net.propose``.)"""
 
     async def get(self) -> None:
         """``GET /learn?from=&limit=&sender=``: chosen entries for a peer catching up."""
-        if self.message_type is not Learn:
-            raise tornado.web.HTTPError(405)
         signature = self.request.headers.get(SIGNATURE)
         refused = self.host.auth.check_request("GET", self.request.uri or "", b"", signature)
         if refused is None and self.host.peer_cert_required:
@@ -357,7 +347,7 @@ class ProtocolHandler(BaseHandler):
         self.write(body)
 
     def allowed(self) -> list[str]:
-        return ["GET", "POST"] if self.message_type is Learn else ["POST"]
+        return ["GET", "POST"]  # POST on the fast path
 
 
 class FaultHandler(BaseHandler):
@@ -407,8 +397,6 @@ def routes(host: NodeHost) -> list[Any]:
         (r"/", HistoryHandler, client),
         (r"/status", StatusHandler, client),
         (r"/autopropose", AutoProposeHandler, client),
-        (r"/prepare", ProtocolHandler, {"host": host, "message_type": Prepare}),
-        (r"/accept", ProtocolHandler, {"host": host, "message_type": Accept}),
-        (r"/learn", ProtocolHandler, {"host": host, "message_type": Learn}),
+        (r"/learn", CatchupHandler, client),
         (r"/fault/?([a-z]*)", FaultHandler, client),
     ]

@@ -56,6 +56,8 @@ from paxgos.net.ratelog import RateLimitedLog
 
 PREFIX = "/propose"
 PROTOCOL: dict[str, type] = {"/prepare": Prepare, "/accept": Accept, "/learn": Learn}
+#: Paths that take nothing but a peer's ``POST`` (``GET /learn`` is the catch-up read).
+POST_ONLY = ("/prepare", "/accept")
 
 #: The largest peer message body: an Accept of ``MAX_BATCH`` values, each at most as long as
 #: the longest 64-bit integer and a comma, plus room for the other fields.
@@ -258,6 +260,9 @@ class _Dispatch(HTTPMessageDelegate):
         method = start_line.method
         message_type = PROTOCOL.get(path) if method == "POST" else None
         refused = self.screen(method, path, headers, message_type is not None)
+        if refused is None and message_type is None and path.split("?", 1)[0] in POST_ONLY:
+            not_allowed = error(405, f"method {method} not allowed on {path.split('?', 1)[0]}")
+            refused = dataclasses.replace(not_allowed, allow="POST")
         if refused is not None:
             self.inner = Refused(host, self.connection, refused)
         elif message_type is not None:

@@ -837,10 +837,6 @@ class SQLiteStore(Store):
         """The highest chosen slot written (every slot 1..it is in the log); no I/O."""
         return self._commit
 
-    def chosen_count(self) -> int:
-        """How many chosen entries the log holds (the same as ``commit_index()``)."""
-        return self._commit
-
     def close(self) -> None:
         """Close both connections and release the file lock; safe to call twice."""
         with self._read_lock:

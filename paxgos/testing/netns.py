@@ -187,7 +187,6 @@ class Netns:
         self.hub = f"{self.prefix}-hub"
         self.names = [f"{self.prefix}-n{i}" for i in range(count)]
         self.root_link = self.prefix
-        self.subnet: ipaddress.IPv4Network | None = None
         self.addrs: list[str] = []
         self.client_addr = ""
         self.cuts: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
@@ -212,7 +211,6 @@ class Netns:
         for k in range(256):
             net = ipaddress.ip_network(f"{SUBNET_BASE}.{(start + k) % 256}.0/24")
             if not any(net.overlaps(u) for u in used):
-                self.subnet = net
                 hosts = list(net.hosts())
                 self.addrs = [str(hosts[i]) for i in range(self.count)]
                 self.client_addr = str(hosts[-1])
@@ -327,10 +325,6 @@ class Netns:
 
     def _nft(self, script: str) -> None:
         run("ip", "netns", "exec", self.hub, "nft", "-f", "-", input=script)
-
-    def rules(self) -> str:
-        """The hub's nft ruleset, as ``nft list ruleset`` prints it."""
-        return run("ip", "netns", "exec", self.hub, "nft", "list", "ruleset")
 
     # --- probing ------------------------------------------------------------------------------
 
