@@ -40,7 +40,8 @@ def seconds(value: float) -> str:
     return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
 
 
-#: A node's defaults, stated once (``NodeOptions``); the options below show and use them.
+#: A node's defaults, stated once (``NodeOptions``, which takes the protocol's from
+#: ``paxgos.core.Config``); the options below show and use them.
 NODE = NodeOptions(node_id=0, urls=[])
 
 
@@ -96,13 +97,14 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         choices=["sqlite", "memory"],
-        default="sqlite",
+        default=NODE.storage,
         help="where node state lives: sqlite (durable, default) or memory (NOT durable)",
     )
     parser.add_argument(
         "--data-dir",
-        default="paxgos-data",
-        help="directory of the nodes' SQLite files, node-<id>/paxgos.db (default ./paxgos-data)",
+        default=NODE.data_dir,
+        help="directory of the nodes' SQLite files, node-<id>/paxgos.db "
+        f"(default ./{NODE.data_dir})",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="delete existing node data and start empty"
@@ -117,23 +119,26 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--failure-rate",
         type=percent,
-        default=0.0,
+        default=NODE.faults.failure_rate,
         metavar="P",
-        help="percent of protocol messages a node answers only after --timeout (default 0)",
+        help="percent of protocol messages a node answers only after --timeout "
+        f"(default {NODE.faults.failure_rate:g})",
     )
     parser.add_argument(
         "--timeout",
         type=duration,
-        default=duration("3s"),
+        default=NODE.faults.timeout,
         metavar="D",
-        help="delay of a 'failed' answer under --failure-rate (default 3s; bare numbers are ms)",
+        help="delay of a 'failed' answer under --failure-rate "
+        f"(default {seconds(NODE.faults.timeout)}; bare numbers are ms)",
     )
     parser.add_argument(
         "--endpoint-random-cap",
         type=duration,
-        default=0.0,
+        default=NODE.faults.random_cap,
         metavar="D",
-        help="delay every protocol answer by a random time up to D (default 0)",
+        help="delay every protocol answer by a random time up to D "
+        f"(default {seconds(NODE.faults.random_cap)})",
     )
     parser.add_argument(
         "--request-timeout",

@@ -308,3 +308,28 @@ def test_version() -> None:
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert result.returncode == 0 and result.stdout == f"paxgos {__version__}\n"
+
+
+def test_defaults_are_stated_once() -> None:
+    """The core's Config holds the protocol's defaults; NodeOptions takes them, the command
+    line takes NodeOptions', and the supervisor hands its own on to every node unchanged."""
+    from dataclasses import MISSING, fields
+
+    from paxgos.cli import cluster_parser, node_options, node_parser, passthrough
+    from paxgos.core import Config
+    from paxgos.net.server import NodeOptions
+
+    urls = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
+    defaults = NodeOptions(0, urls, cluster_id="c", secret_file="s")
+    core = {f.name: f.default for f in fields(Config) if f.default is not MISSING}
+    shared = core.keys() & {f.name for f in fields(NodeOptions)}
+    assert shared >= {"window", "max_batch", "pipeline_batch", "min_batch", "linger"}
+    for name in shared:
+        assert getattr(defaults, name) == core[name], name
+    identity = ["--cluster-id", "c", "--secret-file", "s"]
+    node = node_parser().parse_args(["--id", "0", "--peers", ",".join(urls), *identity])
+    assert node_options(node, 0, urls) == defaults
+    supervisor = cluster_parser().parse_args([])
+    supervisor.cluster_id, supervisor.secret_file = "c", "s"
+    handed_on = node_parser().parse_args(["--id", "0", "--peers", "x", *passthrough(supervisor)])
+    assert node_options(handed_on, 0, urls) == defaults

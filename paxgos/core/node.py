@@ -93,7 +93,9 @@ LEADER = "leader"
 
 @dataclass
 class Config:
-    """Tunables of the protocol; times are in seconds of whatever clock ``tick`` is fed."""
+    """Tunables of the protocol; times are in seconds of whatever clock ``tick`` is fed.  The
+    defaults here are a node's (``paxgos.net.server.NodeOptions`` and the command line take
+    them from this class)."""
 
     node_id: int
     nodes: int
@@ -110,10 +112,10 @@ class Config:
     #: for more (under load, the clients answered by the last round are about to propose
     #: again): fewer, larger rounds cost every node less.  It waits only while the recent
     #: arrival rate says at least ``linger_fill`` of the missing values come within the wait,
-    #: so a lone client never waits (Nagle's algorithm with the rate as its signal).  1 (the
-    #: default here) never waits; only a ``flush`` given the time can wait.
-    min_batch: int = 1
-    linger: float = 0.0
+    #: so a lone client never waits (Nagle's algorithm with the rate as its signal).  1 never
+    #: waits; only a ``flush`` given the time can wait.
+    min_batch: int = 32
+    linger: float = 0.004
     #: The share of ``min_batch`` minus the queue that the arrival rate must promise within
     #: ``linger`` for a batch to wait (0: always wait, the fixed linger).
     linger_fill: float = 0.5

@@ -52,11 +52,12 @@ class NodeOptions:
     faults: FaultFlags = field(default_factory=FaultFlags)
     request_timeout: float = REQUEST_TIMEOUT
     peer_timeout: float = PEER_TIMEOUT
-    window: int = 4
-    max_batch: int = 1024
-    pipeline_batch: int = 64
-    min_batch: int = 32
-    linger: float = 0.004
+    # The protocol's tunables default to the core's (``paxgos.core.Config``).
+    window: int = Config.window
+    max_batch: int = Config.max_batch
+    pipeline_batch: int = Config.pipeline_batch
+    min_batch: int = Config.min_batch
+    linger: float = Config.linger
     linger_fill: float = Config.linger_fill
     election_timeout: float = Config.election_timeout
     #: The cluster secret's file (``None``: ``DATA_DIR/secret``); see ``paxgos.net.auth``.

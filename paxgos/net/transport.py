@@ -125,7 +125,7 @@ CURL_MAX_CLIENTS = 256
 
 
 def configure_peer_client(
-    kind: str = "pooled",
+    kind: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
     ca_certs: str | None = None,
