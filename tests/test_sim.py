@@ -10,8 +10,8 @@ import pytest
 from paxgos.core import Config, Node
 from paxgos.core.messages import Prepare
 from paxgos.sim import SimOptions, run_seed, run_seeds
-from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.cli import main
+from paxgos.sim.invariants import InvariantChecker, Violation
 from paxgos.storage import MemoryStore
 
 CI_SEEDS = 1000
@@ -137,7 +137,7 @@ def test_cli_reports_a_violation(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_checker_flags_two_values_at_one_slot() -> None:
-    checker = Checker(3)
+    checker = InvariantChecker(3)
     ballot_a, ballot_b = Prepare(0, (1, 0), 1).ballot, Prepare(0, (2, 0), 1).ballot
     checker.accepted(0, ballot_a, 1, (10,), 0)
     checker.accepted(1, ballot_a, 1, (10,), 0)

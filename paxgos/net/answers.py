@@ -1,6 +1,6 @@
 """What a client is told: the outcome of a proposal as a status code and one line of text or JSON.
 
-Shared by ``/propose`` (``paxgos.net.propose``), ``/autopropose`` and every error answer of the
+Shared by ``/propose`` (``paxgos.net.fastpath``), ``/autopropose`` and every error answer of the
 handlers, so the same outcome always reads the same way.
 """
 

@@ -1,6 +1,6 @@
 """HTTP handlers: the client API (the original demo's, plus JSON, status and paging), the
 internal protocol endpoints, and the fault control.  ``/propose`` itself is served on the fast
-path of ``paxgos.net.propose``.
+path of ``paxgos.net.fastpath``.
 
 Handlers only translate: a request becomes a core input (through ``NodeHost``), an outcome
 becomes a status code and a body.  Every error is one line of text (or ``{"error": ...}`` for
@@ -321,7 +321,7 @@ class StatusHandler(BaseHandler):
 class CatchupHandler(BaseHandler):
     """``GET /learn``: catch-up reads.  (A peer's messages, ``POST /prepare``, ``/accept`` and
     ``/learn``, and every other method on the first two, are served on the fast path of
-    ``paxgos.net.propose``.)"""
+    ``paxgos.net.fastpath``.)"""
 
     async def get(self) -> None:
         """``GET /learn?from=&limit=&sender=``: chosen entries for a peer catching up."""

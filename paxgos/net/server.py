@@ -24,11 +24,11 @@ from tornado.netutil import bind_sockets
 
 from paxgos.core import Config, Node
 from paxgos.net.auth import PeerAuth, SecretError, read_secret, secret_path
+from paxgos.net.fastpath import NodeDelegate
 from paxgos.net.faults import FaultFlags, FaultInjector
 from paxgos.net.guard import ConnectionGuard, NodeServer, raise_fd_limit
 from paxgos.net.handlers import NotFoundHandler, routes
 from paxgos.net.host import PEER_TIMEOUT, REQUEST_TIMEOUT, NodeHost
-from paxgos.net.propose import NodeDelegate
 from paxgos.net.transport import configure_peer_client
 from paxgos.storage import MemoryStore, SQLiteStore, StorageError, Store
 
@@ -144,7 +144,7 @@ def server_tls(options: NodeOptions) -> ssl.SSLContext | None:
         if options.tls_ca is not None:
             context.load_verify_locations(options.tls_ca)
             # Clients (curl, Locust) may come without a certificate; a peer message needs one
-            # (``paxgos.net.propose``); a certificate that is presented must verify.
+            # (``paxgos.net.fastpath``); a certificate that is presented must verify.
             context.verify_mode = ssl.CERT_OPTIONAL
     except (OSError, ssl.SSLError) as exc:
         raise StartupError(f"cannot load the TLS certificate, key or CA: {exc}") from None

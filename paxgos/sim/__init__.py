@@ -4,7 +4,7 @@ N copies of the pure ``paxgos.core.Node`` run under a seeded scheduler (``random
 is the only source of chance, the clock is simulated): the network loses, duplicates, delays
 and reorders messages and partitions nodes; nodes crash and restart with only what they
 persisted (a ``MemoryStore`` each); clients propose and wait.  Safety is checked after every
-step, liveness once the faults heal (``paxgos.sim.checker``).  A violation prints the seed, the
+step, liveness once the faults heal (``paxgos.sim.invariants``).  A violation prints the seed, the
 step, the invariant, the last events and the command that replays it.
 
 Modules: ``options`` (a run's knobs), ``scheduler`` (clock and event queue), ``network``
@@ -23,13 +23,13 @@ Commands::
     python -m paxgos.sim --seeds 500 --hostile 0.02 --jobs 2      # forgeries the bounds refuse
 """
 
-from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.cli import run_seeds
+from paxgos.sim.invariants import InvariantChecker, Violation
 from paxgos.sim.options import SimOptions
 from paxgos.sim.simulation import RunResult, Simulation, run_seed
 
 __all__ = [
-    "Checker",
+    "InvariantChecker",
     "RunResult",
     "SimOptions",
     "Simulation",

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 
 from paxgos.core.ready import Committed, Outcome, Readable, Rejected
-from paxgos.sim.checker import Checker
+from paxgos.sim.invariants import InvariantChecker
 from paxgos.sim.scheduler import CLIENT_TIMEOUT, CLIENT_WAKE, PROPOSE, Scheduler
 
 VALUE_BASE = 100_000
@@ -42,7 +42,7 @@ class Clients:
         count: int,
         rng: random.Random,
         scheduler: Scheduler,
-        checker: Checker,
+        checker: InvariantChecker,
         leader: int,
         nodes: int,
         timeout_us: int = 2_000_000,

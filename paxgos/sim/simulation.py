@@ -22,7 +22,7 @@ and the cluster has ``options.heal_time`` simulated seconds to answer every pend
 commit a probe, and bring every node to the same commit index under exactly one leader
 (liveness).  Then stability: one follower is cut off for 0.6-2 s and comes back, and the leader
 must keep its post throughout (a disruption is a violation: leader stickiness) while the cluster
-converges again.  Safety is checked at every step (``paxgos.sim.checker``), and so is the lease:
+converges again.  Safety is checked at every step (``paxgos.sim.invariants``), and so is the lease:
 a leader that cannot have heard from a majority for longer than its election timeout (plus two
 ticks, plus a crashed peer's last detour) must not take a proposal.
 """
@@ -40,10 +40,10 @@ from paxgos.core import LEADER, Ballot, Config, Node, Ready
 from paxgos.core.messages import Accept, CatchupRequest, Learn, Message, Prepare
 from paxgos.core.ready import Committed, Readable
 from paxgos.core.release import Pipeline, Step
-from paxgos.sim.checker import Checker, Violation
 from paxgos.sim.clients import Clients
 from paxgos.sim.faulty import node_factory
 from paxgos.sim.hostile import forge
+from paxgos.sim.invariants import InvariantChecker, Violation
 from paxgos.sim.network import Network
 from paxgos.sim.options import SimOptions
 from paxgos.sim.scheduler import (
@@ -113,7 +113,7 @@ class Simulation:
         self.rng = rng = random.Random(seed)
         self.scheduler = Scheduler()
         self.network = Network(rng, self.scheduler, opts.drop, opts.dup, opts.delay)
-        self.checker = Checker(opts.nodes)
+        self.checker = InvariantChecker(opts.nodes)
         self.trace = Trace(opts.trace_lines, out)
         self.factory = node_factory(opts.faulty)
         n = opts.nodes

@@ -36,7 +36,7 @@ class Violation(Exception):
         self.detail = detail
 
 
-class Checker:
+class InvariantChecker:
     """Running state of the invariants over one run."""
 
     def __init__(self, nodes: int):
