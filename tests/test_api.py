@@ -160,6 +160,34 @@ def test_bad_values_are_400_and_change_nothing(cluster: LocalNodes, raw: str) ->
     assert cluster.status(0)["commit_index"] == before
 
 
+RULE = "decimal digits, an optional leading '-', no '+', no leading zeros, no '-0'"
+LONG = "9" * 4300  # past the 4,300 digits Python's int() parses
+
+
+@pytest.mark.parametrize(
+    "raw, line",
+    [
+        ("+5", f"value '+5' is not a canonical integer ({RULE})"),
+        ("-0", f"value '-0' is not a canonical integer ({RULE})"),
+        ("007", f"value '007' is not a canonical integer ({RULE})"),
+        ("12345678901234567890", "value '12345678901234567890' is outside the signed 64-bit range"),
+        (LONG, f"value '{'9' * 20}'... (4300 characters) is outside the signed 64-bit range"),
+    ],
+    ids=["plus", "minus-zero", "leading-zeros", "20-digits", "4300-digits"],
+)
+def test_integers_are_canonical_and_too_long_is_out_of_range(
+    cluster: LocalNodes, raw: str, line: str
+) -> None:
+    """One rule for every integer in a path or a query: as ``str(int)`` writes it."""
+    before = cluster.status(0)["commit_index"]
+    assert propose(cluster, raw) == (400, f"error: {line}\n")
+    query = line.replace("value", "query parameter min_commit", 1)
+    query = query.replace("the signed 64-bit range", f"[0, {2**63 - 1}]")  # min_commit >= 0
+    code, _, body = cluster.get(0, f"/?min_commit={raw.replace('+', '%2B')}")
+    assert (code, body) == (400, f"error: {query}\n")
+    assert cluster.status(0)["commit_index"] == before
+
+
 def test_64_bit_extremes_are_accepted(cluster: LocalNodes) -> None:
     for value in (2**63 - 1, -(2**63), 0):
         code, body = propose(cluster, value)

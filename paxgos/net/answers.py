@@ -15,24 +15,42 @@ from paxgos.core import Abandoned, Committed, Outcome, Rejected
 from paxgos.core.messages import INT64_MAX, INT64_MIN
 from paxgos.net.host import NodeHost, StorageFailed
 
-INTEGER = re.compile(r"-?[0-9]+")
-"""A decimal integer as clients may write it (no sign but minus, no spaces)."""
+CANONICAL = re.compile(r"0|-?[1-9][0-9]*")
+"""The one way an integer is written in a path or a query: as ``str(int)`` writes it, decimal
+digits with an optional leading ``-``; no ``+``, no leading zeros, no ``-0``, no spaces."""
+CANONICAL_RULE = "decimal digits, an optional leading '-', no '+', no leading zeros, no '-0'"
+
+#: The longest canonical signed 64-bit integer, ``-9223372036854775808``: anything longer is
+#: out of range before ``int()`` (which refuses more than 4,300 digits) is asked.
+INT64_CHARS = len(str(INT64_MIN))
 
 
 class BadValue(ValueError):
     """A proposed value that is not a signed 64-bit integer; the text says why."""
 
 
+def parse_int(raw: str, what: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    """``raw``, written canonically (``CANONICAL``), as an integer in ``[low, high]``; else
+    ``BadValue`` with a one-line reason that names ``what`` (``value``, ``query parameter
+    limit``) and says which rule ``raw`` broke."""
+    shown = repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
+    if not CANONICAL.fullmatch(raw):
+        raise BadValue(f"{what} {shown} is not a canonical integer ({CANONICAL_RULE})")
+    if len(raw) > INT64_CHARS or not low <= int(raw) <= high:
+        span = (
+            "the signed 64-bit range"
+            if (low, high) == (INT64_MIN, INT64_MAX)
+            else f"[{low}, {high}]"
+        )
+        raise BadValue(f"{what} {shown} is outside {span}")
+    return int(raw)
+
+
 def parse_int64(raw: str) -> int:
-    """``raw`` as a signed 64-bit integer, or ``BadValue`` with a one-line reason."""
+    """A proposed value: ``raw`` as a signed 64-bit integer (``parse_int``), or ``BadValue``."""
     if raw == "":
         raise BadValue("missing value: use /propose/<64-bit integer>")
-    if len(raw) > 40 or not INTEGER.fullmatch(raw):
-        raise BadValue(f"value {raw[:40]!r} is not an integer")
-    value = int(raw)
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise BadValue(f"value {raw} is outside the signed 64-bit range")
-    return value
+    return parse_int(raw, "value")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from paxgos.core.messages import (
     CatchupRequest,
     encode,
 )
-from paxgos.net.answers import INTEGER, Answer, error, outcome_answer
+from paxgos.net.answers import Answer, BadValue, error, outcome_answer, parse_int
 from paxgos.net.auth import SIGNATURE, certificate_missing
 from paxgos.net.host import NodeHost, StorageFailed
 from paxgos.net.ratelog import RateLimitedLog
@@ -67,12 +67,10 @@ class BaseHandler(tornado.web.RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
-        # Bounded before int(): Python refuses to parse more than 4,300 digits (a ValueError).
-        if len(raw) > 24 or not INTEGER.fullmatch(raw) or not low <= int(raw) <= high:
-            raise ClientError(
-                400, f"query parameter {name!r} must be an integer in [{low}, {high}]"
-            )
-        return int(raw)
+        try:
+            return parse_int(raw, f"query parameter {name}", low, high)
+        except BadValue as exc:
+            raise ClientError(400, str(exc)) from None
 
     def send_json(self, body: Any) -> None:
         self.set_header("Content-Type", "application/json")
