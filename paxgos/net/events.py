@@ -38,7 +38,7 @@ from paxgos.core.messages import (
 #: Records kept (a watcher polling every 250 ms reads about 6 of them per poll).
 CAPACITY = 1024
 #: The shortest time between two sampled Accept or Learn exchanges of one node.
-GAP = 0.04
+GAP = 0.1
 #: Recording stops this long after the last ``watch`` (a watcher that went away).
 WATCH_FOR = 3.0
 #: Exchanges whose answers are still recorded (a sampled Accept's Accepted may come back after
