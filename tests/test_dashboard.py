@@ -1,9 +1,16 @@
 """The dashboard on a real supervisor cluster: its page and stream over HTTP, its actions, its
-refusals."""
+refusals; and the page itself in headless Chromium (Debian's ``chromium``, driven by Playwright
+pointed at it), which stalls, proposes and kills from the page and checks what it shows.
+
+The browser test skips, saying why, where Chromium or Playwright is missing (``.ci/run``
+installs both where it can).  It takes about 10 s and runs with the default suite; it is
+marked ``browser`` (``pytest -m browser`` runs it alone, ``-m "not browser"`` leaves it out).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -14,6 +21,12 @@ import pytest
 from supervised import Supervisor
 
 from paxgos.testing.http import http_get
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -142,3 +155,73 @@ def test_the_dashboard_refuses_other_sites_and_unknown_actions(
     assert act(url, "autopropose?count=0")[0] == 400
     code, _, _ = http_get(f"{url}/api/propose")  # a GET changes nothing
     assert code == 405
+
+
+# --- in a real browser --------------------------------------------------------------------------
+
+
+def chromium_page() -> Any:
+    """Playwright's sync API and Chromium, or skip saying which is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install 'paxgos[test]')")
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    return sync_playwright
+
+
+@pytest.mark.browser
+def test_in_chromium_stall_two_followers_propose_heal_and_kill_the_leader(
+    board: Callable[..., tuple[Supervisor, str]], tmp_path: Path
+) -> None:
+    sync_playwright = chromium_page()
+    sup, url = board(5)
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(url)
+            page.wait_for_selector('tr[data-node-row="0"][data-role="leader"]', timeout=15_000)
+            for node in (3, 4):
+                page.click(f'button[data-node="{node}"][data-action="stall"]')
+            for node in (3, 4):  # marked in the table and on the ring
+                page.wait_for_selector(f'tr[data-node-row="{node}"][data-stalled="true"]')
+                page.wait_for_selector(f'g.node.stalled[data-node="{node}"]')
+            assert page.text_content('tr[data-node-row="3"] td:nth-child(7)') == "stalled"
+            page.fill("#value", "4242")
+            page.click("#propose")
+            done = page.wait_for_selector('#outcomes li[data-ok="true"] >> text=propose 4242')
+            assert "200 OK: CommandID: 1, Value 4242" in (done.text_content() or "")
+            page.wait_for_selector('#entries td >> text="4242"')
+            assert http_get(sup.urls[0] + "/")[2] == "History:\nid 1 val 4242\n"
+            page.screenshot(path=str(tmp_path / "dashboard-stalled.png"), full_page=True)
+            # Heal them (with them stalled and the leader dead, three of five would be gone:
+            # no majority could elect anyone), then kill the leader.
+            for node in (3, 4):
+                page.click(f'button[data-node="{node}"][data-action="heal"]')
+                page.wait_for_selector(f'tr[data-node-row="{node}"][data-stalled="false"]')
+            page.click('button[data-node="0"][data-action="kill"]')
+            page.wait_for_selector('g.node.down[data-node="0"]', timeout=10_000)
+            page.wait_for_selector('#outcomes li[data-ok="true"] >> text=killed with SIGKILL')
+            leader = page.wait_for_selector(
+                'tr.leader:not([data-node-row="0"])[data-role="leader"]', timeout=15_000
+            )
+            new = int(leader.get_attribute("data-node-row") or "-1")
+            assert new in (1, 2, 3, 4), new
+            page.wait_for_selector(f'g.node.leader[data-node="{new}"]')
+            assert f"leader: node {new}" in (page.text_content("#summary") or "")
+            page.screenshot(path=str(tmp_path / "dashboard-new-leader.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "dashboard-failure.png"), full_page=True)
+            print(f"screenshot of the failure: {tmp_path}/dashboard-failure.png")
+            print(sup.text()[-3000:])
+            raise
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert (tmp_path / "dashboard-new-leader.png").stat().st_size > 10_000
+    print(f"screenshots: {tmp_path}/dashboard-stalled.png, dashboard-new-leader.png")
