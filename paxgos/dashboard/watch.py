@@ -239,9 +239,11 @@ class Watcher:
         commit = max(
             (n.status.get("chosen_in_memory", 0) for n in self.nodes if n.status), default=0
         )
-        if leader is not None and commit != self._entries_commit:
-            self._entries_commit = commit
-            start = max(1, commit - ENTRIES + 1)
+        # The leader's log as ``/`` serves it (its commit index on disk, which may trail the
+        # one in memory by a write): read again until the page shows its last slot.
+        logged = leader.status.get("commit_index", 0) if leader and leader.status else 0
+        if leader is not None and logged > self._entries_commit:
+            start = max(1, logged - ENTRIES + 1)
             answer = await self.get(
                 f"{leader.url}/?from={start}&limit={ENTRIES}",
                 headers={"Accept": "application/json"},
@@ -249,6 +251,7 @@ class Watcher:
             if answer.code == 200:
                 entries = json.loads(answer.body).get("entries", [])
                 self.entries = [[e["slot"], e["value"]] for e in reversed(entries)]
+                self._entries_commit = max([self._entries_commit, *(e["slot"] for e in entries)])
         if now - self._chart_at < CHART_INTERVAL:
             return
         self._chart_at = now
