@@ -272,9 +272,9 @@ function renderSampling(snap) {
   if (!s.seen_per_s) { out.textContent = "· no messages in the last second"; return; }
   const ratio = s.recorded_per_s ? s.seen_per_s / s.recorded_per_s : Infinity;
   const skipped = snap.skipped_events ? `, ${snap.skipped_events} more skipped` : "";
-  out.textContent = ratio <= 1.05
-    ? `· every message shown (${s.seen_per_s}/s)`
-    : `· sampled: 1 in ${Number.isFinite(ratio) ? Math.round(ratio) : "∞"} of ${s.seen_per_s} messages/s${skipped}`;
+  if (ratio <= 1.02) out.textContent = `· every message shown (${s.seen_per_s}/s)${skipped}`;
+  else if (ratio < 2) out.textContent = `· sampled: ${Math.round(100 / ratio)}% of ${s.seen_per_s} messages/s shown${skipped}`;
+  else out.textContent = `· sampled: 1 in ${Number.isFinite(ratio) ? Math.round(ratio) : "∞"} of ${s.seen_per_s} messages/s${skipped}`;
 }
 
 // --- the table ------------------------------------------------------------------------------
@@ -456,8 +456,8 @@ function drawChart() {
   const pw = w - left - right, ph = h - top - bottom;
   const now = chart.length ? chart[chart.length - 1].t : Date.now() / 1000;
   const x = (t) => left + pw * (1 - (now - t) / CHART_SECONDS);
-  const cMax = niceMax(Math.max(1, ...chart.map((p) => p.commits_per_s || 0)));
-  const lMax = niceMax(Math.max(1, ...chart.map((p) => p.p99_ms || 0)));
+  const cMax = niceMax(Math.max(10, ...chart.map((p) => p.commits_per_s || 0)));
+  const lMax = niceMax(Math.max(5, ...chart.map((p) => p.p99_ms || 0)));
   ctx.font = "11px system-ui, sans-serif";
   ctx.strokeStyle = "#e5e8ee"; ctx.fillStyle = "#667085"; ctx.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
