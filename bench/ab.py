@@ -8,7 +8,9 @@ alternate A, B, B, A, A, B, ...: every run starts a fresh durable 5-node cluster
 import ``paxgos`` from that revision's checkout (``PYTHONPATH``), runs wrk for ``--duration``
 seconds on ``/propose`` at the leader (node 0), and stops it.  Alternating inside one run is
 what makes the comparison fair on a host whose speed drifts by tens of percent within minutes.
-It prints every round, the mean of each side, and B's ratio to A; and which process was busiest.
+It prints every round, the mean of each side, and B's ratio to A; which process was busiest;
+and the nodes' CPU time per commit, which other tenants of the machine disturb less than
+commits/s.
 ``--a-args``/``--b-args`` add node options to one side.  A revision from before the cluster
 secret (no ``paxgos/net/auth.py``) is run the way it was: without a secret or cluster id.
 ``--a-watch``/``--b-watch`` watch one side's cluster as a dashboard user does (what watching
@@ -109,6 +111,9 @@ def one_round(
             result["leader_cores"] = cores[0]
             result["busiest_follower_cores"] = max(v for i, v in cores.items() if i > 0)
             result["watcher_cores"] = cores.get(-1, 0.0)
+            # The nodes' CPU per commit: less at the mercy of other tenants than commits/s.
+            nodes_cores = sum(v for i, v in cores.items() if i >= 0)
+            result["cpu_ms_per_commit"] = nodes_cores * 1000 / max(result["requests_per_s"], 1.0)
             return result
     finally:
         if env is None:
@@ -155,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"round {r + 1} {side}: {res['requests_per_s']:8.0f} commits/s  "
                         f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
-                        f"leader {res['leader_cores']:.2f} cores  non-2xx {res['non_2xx']:.0f}"
-                        f"{watched}",
+                        f"leader {res['leader_cores']:.2f} cores  "
+                        f"nodes {res['cpu_ms_per_commit']:.3f} CPU ms/commit  "
+                        f"non-2xx {res['non_2xx']:.0f}{watched}",
                         flush=True,
                     )
         finally:
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
     mean = {s: statistics.mean(x["requests_per_s"] for x in rs) for s, rs in results.items()}
     p99 = {s: statistics.mean(x["p99_ms"] for x in rs) for s, rs in results.items()}
+    cpu = {s: statistics.mean(x["cpu_ms_per_commit"] for x in rs) for s, rs in results.items()}
     wins = sum(
         b["requests_per_s"] > a["requests_per_s"]
         for a, b in zip(results["A"], results["B"], strict=True)
@@ -176,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {p99['A']:.2f} ms; "
         f"B {args.b} {args.b_args}{' watched' * args.b_watch}: {mean['B']:.0f} commits/s, "
         f"p99 {p99['B']:.2f} ms; "
-        f"B/A {mean['B'] / mean['A']:.3f} (B faster in {wins} of {args.rounds} rounds)"
+        f"B/A {mean['B'] / mean['A']:.3f} (B faster in {wins} of {args.rounds} rounds); "
+        f"nodes' CPU per commit A {cpu['A']:.3f} ms, B {cpu['B']:.3f} ms, "
+        f"B/A {cpu['B'] / cpu['A']:.3f}"
     )
     return 0
 
