@@ -17,7 +17,7 @@ secret (no ``paxgos/net/auth.py``) is run the way it was: without a secret or cl
 costs): that revision's ``paxgos dashboard`` polls the nodes for the whole round (``/status``,
 ``/events``, the leader's ``/metrics``), and a client reads its Server-Sent Events stream.
 
-    python bench/ab.py --a HEAD --b HEAD --b-watch    # what watching costs
+    python -m bench.ab --a HEAD --b HEAD --b-watch    # what watching costs
 """
 
 from __future__ import annotations
