@@ -117,6 +117,13 @@ def test_the_supervisor_serves_the_page_its_stream_and_its_actions(
     for snap in snapshots(url, 12):
         kinds |= {(e["kind"], e["from"], e["to"]) for e in snap["events"]}
     assert ("learn", 0, 1) in kinds or ("accept", 0, 1) in kinds, kinds
+    # Autopropose: the chart shows commits/s and the leader's p50 and p99.
+    code, answer = act(url, "autopropose?count=10")
+    assert code == 200 and answer["ok"], answer
+    point = until(url, lambda s: bool(s["chart"] and s["chart"]["p99_ms"]), timeout=15.0)
+    assert point["chart"]["commits_per_s"] > 0 and 0 < point["chart"]["p50_ms"], point["chart"]
+    assert point["autopropose"]["running"] and point["autopropose"]["committed"] > 0
+    assert act(url, "autopropose/stop")[1]["text"] == "autopropose stopped"
     # kill -9 from the page: the node stays down, the supervisor says so; restart brings it.
     pid = sup.pids[2]
     code, answer = act(url, "nodes/2/kill")

@@ -145,6 +145,9 @@ def test_events_need_the_secret_and_show_the_phases_with_ballots_and_slots(
     accept = next(e for e in seen["events"] if e["kind"] == "accept")
     assert accept["slots"] == [slot, slot] and accept["ballot"][1] == leader, accept
     assert seen["seen"] >= seen["recorded"] > 0
+    # The latency histogram's counts, as /metrics has them: one committed proposal so far.
+    assert len(seen["latency"]["counts"]) == len(seen["latency"]["bounds"]) + 1
+    assert sum(seen["latency"]["counts"]) == 1
     later = events(nodes, url, seen["seq"])
     assert all(e["seq"] > seen["seq"] for e in later["events"])
     code, _, body = http_get(url + "?after=x", 5.0, False, "GET", nodes.auth_headers())

@@ -2,7 +2,8 @@
 changes the real cluster (faults, kill -9, restart, proposals).
 
 - ``paxgos.dashboard.watch``: the ``Watcher``, which polls every node (``/status``,
-  ``/events``, the leader's ``/metrics`` and latest entries) and builds one snapshot per tick;
+  ``/events`` with its latency histogram, the leader's latest entries) and builds one
+  snapshot per tick;
 - ``paxgos.dashboard.server``: the Tornado application that serves the page, pushes the
   snapshots over Server-Sent Events and carries out the page's actions; the supervisor
   (``paxgos.cluster``) runs it in a thread of its own, ``paxgos dashboard`` alone;

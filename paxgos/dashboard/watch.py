@@ -3,10 +3,12 @@
 Every ``INTERVAL`` (250 ms) the ``Watcher`` asks each node for ``GET /status`` and
 ``GET /events?after=N`` (the sampled messages since the last poll, with the cluster secret),
 each over a kept-alive connection, and a node that does not answer within ``POLL_TIMEOUT`` is
-shown down.  Once a second it reads the leader's ``GET /metrics`` for its proposal-latency
-histogram, whose growth over the second gives the p50 and p99 the chart draws, and when the
-commit index moved, the leader's latest entries.  That is about 9 small requests a second per
-node: watching costs the cluster little (``docs/performance.md`` has the A/B).
+shown down.  ``/events`` also carries the counts of the node's proposal-latency histogram (the
+buckets of ``paxgos_proposal_duration_seconds``): their growth on the leader over a second
+gives the p50 and p99 the chart draws, without the cost of a whole ``/metrics`` scrape on the
+leader's event loop.  When the leader's log has grown, the watcher also reads its latest
+entries.  That is 8 or 9 small requests a second per node (``docs/performance.md`` has what
+watching costs).
 
 A snapshot is plain JSON-ready data: the nodes (role, ballot, commit index, lag behind the
 leader, faults, up or down, and the supervisor's view of the process when there is one), the
@@ -24,7 +26,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
@@ -34,7 +35,7 @@ from paxgos.net.peerclient import PooledHTTPClient
 INTERVAL = 0.25
 #: A node that has not answered /status within this long is shown down.
 POLL_TIMEOUT = 1.0
-#: Seconds between two reads of the leader's /metrics (one chart point each).
+#: Seconds between two chart points.
 CHART_INTERVAL = 1.0
 #: Chart points kept for a page that connects later (two minutes).
 CHART_POINTS = 120
@@ -65,28 +66,6 @@ def quantile(q: float, bounds: list[float], counts: list[float]) -> float | None
     return bounds[-1] if bounds else None  # in the +Inf bucket: the highest finite bound
 
 
-def latency_buckets(metrics_text: str) -> tuple[list[float], list[float]] | None:
-    """``paxgos_proposal_duration_seconds``'s bounds and per-bucket counts (the last one above
-    every bound), from a scrape; ``None`` if it is missing."""
-    cumulative: list[tuple[float, float]] = []
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "paxgos_proposal_duration_seconds":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                cumulative.append((float(sample.labels["le"]), sample.value))
-    if not cumulative:
-        return None
-    cumulative.sort()
-    bounds = [le for le, _ in cumulative if le != float("inf")]
-    counts = []
-    previous = 0.0
-    for _, running in cumulative:
-        counts.append(running - previous)
-        previous = running
-    return bounds, counts
-
-
 class NodeWatch:
     """What the watcher knows of one node."""
 
@@ -99,6 +78,8 @@ class NodeWatch:
         self.after: int | None = None  # the last event number read (None: not yet asked)
         self.seen = 0  # the node's own counters at the last poll
         self.recorded = 0
+        #: Its proposal-latency histogram at the last poll: bounds (s) and per-bucket counts.
+        self.latency: tuple[list[float], list[float]] | None = None
         self.task: asyncio.Future[None] | None = None
 
 
@@ -221,6 +202,9 @@ class Watcher:
                 (max(0, data["seen"] - node.seen), max(0, data["recorded"] - node.recorded))
             )
             node.seen, node.recorded = data["seen"], data["recorded"]
+            latency = data.get("latency")
+            if latency is not None:
+                node.latency = (latency["bounds"], latency["counts"])
 
     def leader(self) -> NodeWatch | None:
         """The node that says it leads (the highest ballot, if two say so for a moment)."""
@@ -261,19 +245,16 @@ class Watcher:
             point["commits_per_s"] = round((commit - self._commits_at[1]) / span, 1)
         self._commits_at = (now, commit)
         point["p50_ms"] = point["p99_ms"] = None
-        if leader is not None:
-            scrape = await self.get(leader.url + "/metrics")
-            parsed = latency_buckets(scrape.body.decode()) if scrape.code == 200 else None
-            if parsed is not None:
-                bounds, counts = parsed
-                previous = self._latency
-                if previous is not None and previous[0] == leader.id:
-                    delta = [c - p for c, p in zip(counts, previous[2], strict=False)]
-                    if all(d >= 0 for d in delta):  # not a restarted node's fresh counts
-                        for q, name in ((0.5, "p50_ms"), (0.99, "p99_ms")):
-                            value = quantile(q, bounds, delta)
-                            point[name] = None if value is None else round(value * 1000, 2)
-                self._latency = (leader.id, bounds, counts)
+        if leader is not None and leader.latency is not None:
+            bounds, counts = leader.latency
+            previous = self._latency
+            if previous is not None and previous[0] == leader.id:
+                delta = [c - p for c, p in zip(counts, previous[2], strict=False)]
+                if all(d >= 0 for d in delta):  # not a restarted node's fresh counts
+                    for q, name in ((0.5, "p50_ms"), (0.99, "p99_ms")):
+                        value = quantile(q, bounds, delta)
+                        point[name] = None if value is None else round(value * 1000, 2)
+            self._latency = (leader.id, bounds, counts)
         self.chart.append(point)
 
     # --- the snapshot -------------------------------------------------------------------------
