@@ -2,7 +2,9 @@
 
 - ``paxgos [--nodes N] [--starting-port P] [node options]``: a local cluster, one process per
   node (``paxgos.cluster``);
-- ``paxgos node --id I --peers URL,URL,... [node options]``: one node, e.g. on its own host.
+- ``paxgos node --id I --peers URL,URL,... [node options]``: one node, e.g. on its own host;
+- ``paxgos dashboard --peers URL,URL,... [--secret-file F]``: the dashboard of running nodes
+  (``paxgos.dashboard.server``; the supervisor serves its own).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from paxgos import __version__
 from paxgos.cluster import run_cluster
+from paxgos.dashboard.server import run_standalone
 from paxgos.net.faults import FaultFlags
 from paxgos.net.host import TICK_INTERVAL
 from paxgos.net.server import NodeOptions, StartupError, serve
@@ -395,6 +398,26 @@ def cluster_parser() -> argparse.ArgumentParser:
         help="on-failure (default) restarts a node that crashed or was killed, with Docker's "
         "back-off; no leaves it down (the supervisor exits once every node is down)",
     )
+    parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="port of the dashboard (default: the one below node 0's, 8999 for 9000; a free "
+        "one with --starting-port 0; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address the dashboard serves on (default 127.0.0.1: it can stall and kill nodes)",
+    )
+    parser.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="serve no dashboard",
+    )
     add_node_options(parser)
     return parser
 
@@ -453,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "node":
         return run_node(argv[1:])
+    if argv and argv[0] == "dashboard":
+        return run_standalone(argv[1:])
     args = cluster_parser().parse_args(argv)
     return run_cluster(args, passthrough)
 

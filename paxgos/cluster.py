@@ -10,13 +10,23 @@ runs and none is due for a restart, the supervisor exits 1.  Ctrl-C or SIGTERM s
 with no more restarts: every node within 5 s, SIGKILL for any that lingers, SIGCONT first so a
 SIGSTOPped node can hear the SIGTERM.  A node that does not come up at start stops the cluster
 (exit 1).
+
+It also serves the dashboard (``paxgos.dashboard``) on 127.0.0.1, by default on the port below
+node 0's (8999 for 9000): it knows every node's address and the cluster secret, and it owns the
+processes, so the page can kill -9 and restart nodes, which no node can do to itself.  The
+dashboard runs on an event loop in a thread of its own and asks for kills and restarts through
+``Commands``, which the supervisor's loop carries out; a node killed from the page stays down
+until restarted from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import json
 import os
+import queue
 import signal
 import socket
 import sqlite3
@@ -33,7 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paxgos.net.auth import secret_path, write_secret
+from paxgos.dashboard.server import Dashboard, DashboardThread, listen, origins_of, url_of
+from paxgos.net.auth import read_secret, secret_path, write_secret
 from paxgos.net.server import cluster_id_path, stored_cluster_id
 
 STOP_GRACE = 4.0
@@ -238,6 +249,8 @@ class Member:
     restarts: int = 0
     delay: float = RESTART_DELAY  # the wait before the next restart
     restart_at: float | None = None  # when a scheduled restart is due
+    held: bool = False  # killed from the dashboard: no restart until it asks
+    restart_now: bool = False  # killed by the dashboard's restart: start again at once
 
     def start(self) -> threading.Thread:
         """Start the node's process; the thread that pumps its output."""
@@ -268,6 +281,77 @@ class Member:
         self.restarts += 1
         self.restart_at = now + delay
         return delay
+
+
+class Commands:
+    """The dashboard's requests to the supervisor's loop (kill -9, restart), which owns the
+    processes; each comes back as a one-line outcome (``paxgos.dashboard.server.
+    ProcessControl``)."""
+
+    def __init__(self, members: list[Member]):
+        self.members = members
+        self.pending: queue.Queue[tuple[str, int, concurrent.futures.Future[str]]] = queue.Queue()
+
+    def kill(self, node_id: int) -> asyncio.Future[str]:
+        return self._ask("kill", node_id)
+
+    def restart(self, node_id: int) -> asyncio.Future[str]:
+        return self._ask("restart", node_id)
+
+    def _ask(self, kind: str, node_id: int) -> asyncio.Future[str]:
+        done: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self.pending.put((kind, node_id, done))
+        return asyncio.wrap_future(done)
+
+    def view(self) -> list[dict[str, Any]]:
+        """Each node's process as the page shows it: pid and state."""
+        views = []
+        for member in self.members:
+            proc = member.proc  # read once: the loop may replace it meanwhile
+            if proc is not None and proc.poll() is None:
+                state = "running"
+            elif member.held:
+                state = "killed"
+            elif member.restart_at is not None or member.restart_now:
+                state = "restarting"
+            else:
+                state = "down"
+            views.append({"pid": proc.pid if proc is not None else None, "state": state})
+        return views
+
+    def serve(self, timeout: float, now: float) -> None:
+        """Carry out the requests that arrive within ``timeout`` seconds (in the loop)."""
+        try:
+            kind, node_id, done = self.pending.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            done.set_result(self._carry_out(kind, self.members[node_id], now))
+            try:
+                kind, node_id, done = self.pending.get_nowait()
+            except queue.Empty:
+                return
+
+    def _carry_out(self, kind: str, member: Member, now: float) -> str:
+        i = member.node_id
+        proc = member.proc
+        if kind == "kill":
+            if proc is None or proc.poll() is not None:
+                return f"node {i} is not running"
+            member.held = True
+            os.kill(proc.pid, signal.SIGKILL)
+            say(f"node {i} (pid {proc.pid}): kill -9 from the dashboard")
+            return f"node {i} (pid {proc.pid}) killed with SIGKILL; it stays down until restarted"
+        member.held = False
+        if proc is not None and proc.poll() is None:
+            member.restart_now = True
+            os.kill(proc.pid, signal.SIGKILL)
+            say(f"node {i} (pid {proc.pid}): restart from the dashboard (kill -9, start again)")
+            return f"node {i} (pid {proc.pid}) killed with SIGKILL; starting it again"
+        member.restarts += 1
+        member.restart_at = now
+        say(f"node {i}: start from the dashboard")
+        return f"node {i} starting again"
 
 
 def announce_back(
@@ -329,6 +413,20 @@ def run_cluster(args: argparse.Namespace, words: NodeWords) -> int:
         if problem:
             say(problem)
             return 1
+    page: list[socket.socket] = []
+    if args.dashboard:
+        port = args.dashboard_port
+        if port is None:  # the port below node 0's; free ports for free nodes
+            port = ports[0] - 1 if args.starting_port else 0
+        try:
+            page = listen(args.dashboard_host, port)
+        except OSError as exc:
+            say(
+                f"cannot serve the dashboard on {args.dashboard_host}:{port}: "
+                f"{exc.strerror or exc}; pass --dashboard-port P (0 picks a free one) or "
+                "--no-dashboard"
+            )
+            return 1
     scheme = "https" if args.tls_cert else "http"
     urls = [f"{scheme}://{args.host}:{port}" for port in ports]
     tls = ssl.create_default_context(cafile=args.tls_ca) if args.tls_cert else None
@@ -366,6 +464,8 @@ def run_cluster(args: argparse.Namespace, words: NodeWords) -> int:
         )
         for i, url in enumerate(urls)
     ]
+    commands = Commands(members)
+    dashboard: DashboardThread | None = None
     pumps: list[threading.Thread] = []
     code = 0
     try:
@@ -386,6 +486,12 @@ def run_cluster(args: argparse.Namespace, words: NodeWords) -> int:
                     "fault controls take the cluster secret: curl -X POST -H "
                     f'"Authorization: Bearer $(cat {args.secret_file})" {urls[1]}/fault/slow?ms=500'
                 )
+            if page:
+                secret = read_secret(args.secret_file).decode() if args.secret_file else None
+                board = Dashboard(urls, secret, origins_of(page), tls, commands)
+                dashboard = DashboardThread(board, page)
+                dashboard.start()
+                say(f"dashboard: {url_of(page)}   (watch the messages, stall, kill, propose)")
         while not stopping.is_set():
             now = time.monotonic()
             for member in members:
@@ -395,7 +501,13 @@ def run_cluster(args: argparse.Namespace, words: NodeWords) -> int:
                     running = sum(m.running() for m in members)
                     say(f"node {member.node_id} (pid {pid}) {how_it_ended(status)}; "
                         f"{majority_line(running, nodes)}")  # fmt: skip
-                    if args.restart == "on-failure" and status != 0:
+                    if member.held:
+                        say(f"node {member.node_id} stays down until restarted from the dashboard")
+                    elif member.restart_now:
+                        member.restart_now = False
+                        member.restarts += 1
+                        member.restart_at = now
+                    elif args.restart == "on-failure" and status != 0:
                         delay = member.schedule_restart(now)
                         say(f"restarting node {member.node_id} in {delay:g}s "
                             f"(restart {member.restarts})")  # fmt: skip
@@ -407,12 +519,16 @@ def run_cluster(args: argparse.Namespace, words: NodeWords) -> int:
                     threading.Thread(
                         target=announce_back, args=(member, stopping, tls), daemon=True
                     ).start()
-            if not any(m.proc is not None or m.restart_at is not None for m in members):
+            if not any(m.proc is not None or m.restart_at is not None or m.held for m in members):
                 say("no node is running and none will be restarted; exiting")
                 code = 1
                 break
-            stopping.wait(0.1)
+            commands.serve(0.1, now)
     finally:
+        if dashboard is not None:
+            dashboard.stop()
+        for sock in page:
+            sock.close()
         stop_all([m.proc for m in members if m.proc is not None])
         for thread in pumps:
             thread.join(timeout=1.0)

@@ -67,6 +67,7 @@ from paxgos.core.acceptor import Acceptor
 from paxgos.core.ballot import MAX_ROUND, ZERO, Ballot
 from paxgos.core.learner import Learner
 from paxgos.core.messages import (
+    MAX_BATCH,
     MAX_HORIZON,
     Accept,
     Accepted,
@@ -220,8 +221,12 @@ class Node:
         # per peer, as the leader sees it: last answer and the commit index it reported
         self.peer_seen_at: dict[int, float] = {}
         self.peer_commit: dict[int, int] = {}
-        self.rounds_sent = 0  # statistics, for /status
+        self.rounds_sent = 0  # statistics, for /status and /metrics
         self.values_sent = 0
+        #: Rounds sent by batch size: entry ``k`` counts rounds of ``2**(k-1)+1 .. 2**k``
+        #: values (entry 0: one value), up to ``MAX_BATCH``: a histogram the host exports.
+        self.round_sizes = [0] * ((MAX_BATCH - 1).bit_length() + 1)
+        self.caught_up = 0  # slots applied thanks to catch-up replies
         self.elections = 0  # candidacies started (real phase 1 runs)
         self.leader_changes = 0  # times this node saw leadership move to another ballot
         self.dropped = 0  # messages that failed the bounds of ``step`` (for /status)
@@ -488,6 +493,7 @@ class Node:
             before = self.commit
             self.learner.on_reply(msg, self.now)
             self._apply(ready)
+            self.caught_up += self.commit - before
             if self.commit == before:
                 self.learner.fruitless_reply()  # it brought nothing: back off
             elif self.known_commit > self.commit:
@@ -806,6 +812,7 @@ class Node:
         term.rounds[first] = Round(first, values, self.now)
         self.rounds_sent += 1
         self.values_sent += len(values)
+        self.round_sizes[min((len(values) - 1).bit_length(), len(self.round_sizes) - 1)] += 1
         log.debug(
             "node %d: accept ballot %s slots %d..%d",
             self.id,

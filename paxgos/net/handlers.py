@@ -1,5 +1,6 @@
 """HTTP handlers: the client API (the original demo's, plus JSON, status and paging), the
-internal protocol endpoints, and the fault control.  ``/propose`` itself is served on the fast
+internal protocol endpoints, the fault control, and what watchers read (``/metrics`` for
+Prometheus, ``/events`` for the dashboard).  ``/propose`` itself is served on the fast
 path of ``paxgos.net.fastpath``.
 
 Handlers only translate: a request becomes a core input (through ``NodeHost``), an outcome
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 import tornado.web
+from prometheus_client import CollectorRegistry
 
 from paxgos.core import Readable, Rejected
 from paxgos.core.messages import (
@@ -28,6 +30,7 @@ from paxgos.core.messages import (
 from paxgos.net.answers import Answer, BadValue, error, outcome_answer, parse_int
 from paxgos.net.auth import SIGNATURE, certificate_missing
 from paxgos.net.host import NodeHost, StorageFailed
+from paxgos.net.metrics import exposition, node_registry
 from paxgos.net.ratelog import RateLimitedLog
 from paxgos.storage import StorageError
 
@@ -107,6 +110,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, StorageError):  # one line, not a traceback per read
+            self.host.storage_failures += 1
             rated.warning("read", "node %d: %s", self.host.node.id, value)
             return
         super().log_exception(typ, value, tb)
@@ -337,6 +341,7 @@ class CatchupHandler(BaseHandler):
         node = self.host.node
         limit = max(0, min(limit, node.commit - start + 1))
         entries = await self.host.read_chosen(start, limit) if limit else []
+        self.host.catchup_served += len(entries)
         reply = node.answer_catchup(CatchupRequest(sender, start, max(limit, 1)), entries)
         body = encode(reply)
         self.set_header("Content-Type", "application/json")
@@ -388,10 +393,55 @@ class FaultHandler(BaseHandler):
         self.send_json(faults.state())
 
 
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: the node's metrics for Prometheus (``paxgos.net.metrics``); open to
+    every reader, as etcd's."""
+
+    def initialize(self, host: NodeHost, registry: CollectorRegistry) -> None:  # type: ignore[override]
+        super().initialize(host)
+        self.registry = registry
+
+    def get(self) -> None:
+        body, content_type = exposition(self.registry, self.request.headers.get("Accept"))
+        self.set_header("Content-Type", content_type)
+        self.write(body)
+
+
+class EventsHandler(BaseHandler):
+    """``GET /events?after=N``: the sampled protocol messages numbered above N
+    (``paxgos.net.events``), how many were seen and recorded, and the counts of the
+    proposal-latency histogram.  Each call keeps recording
+    on for a few more seconds.  Needs the cluster secret, like the fault controls: only the
+    cluster's own tools (the dashboard) watch."""
+
+    def get(self) -> None:
+        self.require_secret()
+        after = self.int_arg("after", 0, 0, INT64_MAX)
+        events = self.host.events
+        events.watch(time.monotonic())
+        self.send_json(
+            {
+                "node": self.host.node.id,
+                "seq": events.seq,
+                "seen": events.seen,
+                "recorded": events.recorded,
+                "events": events.since(after),
+                # The proposal-latency histogram (/metrics' paxgos_proposal_duration_seconds),
+                # for the dashboard's p50 and p99: far cheaper than a scrape.
+                "latency": {
+                    "bounds": self.host.proposal_latency.bounds,
+                    "counts": self.host.proposal_latency.counts,
+                },
+            }
+        )
+
+
 def routes(host: NodeHost) -> list[Any]:
     """The URL map of one node."""
     client = {"host": host}
     return [
+        (r"/metrics", MetricsHandler, {"host": host, "registry": node_registry(host)}),
+        (r"/events", EventsHandler, client),
         (r"/", HistoryHandler, client),
         (r"/status", StatusHandler, client),
         (r"/autopropose", AutoProposeHandler, client),

@@ -34,11 +34,13 @@ from typing import Any
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from paxgos.core import Node, Outcome, Persist, Ready
+from paxgos.core import Abandoned, Committed, Node, Outcome, Persist, Readable, Ready, Rejected
 from paxgos.core.messages import ChosenEntry, Message
 from paxgos.core.release import Pipeline, Step
 from paxgos.net.auth import PeerAuth
+from paxgos.net.events import EventLog
 from paxgos.net.faults import FaultInjector
+from paxgos.net.metrics import Buckets
 from paxgos.net.transport import Transport
 from paxgos.storage import Store
 
@@ -100,6 +102,15 @@ Done = Callable[[Any], None]
 Respond = Callable[[Any], None]
 """Called with the Ready's response message (or ``None``), or with an exception on failure."""
 
+#: How each outcome is counted in ``NodeHost.outcome_counts`` (``paxgos_client_requests_total``);
+#: a request's deadline passing counts as ``timeout``, a failed store as ``failed``.
+OUTCOME_NAMES: dict[type, str] = {
+    Committed: "committed",
+    Readable: "read",
+    Rejected: "rejected",
+    Abandoned: "abandoned",
+}
+
 
 def settle(future: asyncio.Future[Any]) -> Callable[[Any], None]:
     """A callback that completes ``future`` with its argument, or fails it if that is an
@@ -146,15 +157,26 @@ class NodeHost:
         self.faults = faults
         self.request_timeout = request_timeout
         self.tick_interval = tick_interval
+        #: Sampled protocol messages for watchers (``GET /events``; off until one asks).
+        self.events = EventLog(node.id)
         self.transport = Transport(
-            node.id, urls, peer_timeout, self._receive, self._local, self.auth, ssl_context=peer_tls
-        )
+            node.id, urls, peer_timeout, self._receive, self._local, self.auth,
+            ssl_context=peer_tls, events=self.events,
+        )  # fmt: skip
         self.failed: str | None = None
         self.store_writes = 0  # group commits to a durable store (one fsync each)
         self.store_records = 0  # Readys' Persist records they carried
-        # Client requests waiting for their outcome: request id -> callback.  Plain callbacks,
-        # not futures: a future per request costs an extra event-loop turn on the hot path.
-        self._waiters: dict[int, Done] = {}
+        # What /metrics reports (paxgos.net.metrics): plain numbers, cheap to keep.
+        self.start_commit = node.commit
+        self.storage_failures = 0
+        self.catchup_served = 0  # chosen entries sent to peers catching up
+        self.outcome_counts = dict.fromkeys([*OUTCOME_NAMES.values(), "timeout", "failed"], 0)
+        self.proposal_latency = Buckets()
+        self.fsync_latency = Buckets()
+        # Client requests waiting for their outcome: request id -> (callback, arrival time).
+        # Plain callbacks, not futures: a future per request costs an extra event-loop turn on
+        # the hot path.
+        self._waiters: dict[int, tuple[Done, float]] = {}
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._request_ids = itertools.count(1)
         self._flush_scheduled = False
@@ -270,11 +292,13 @@ class NodeHost:
     def _request(self, ask: Callable[[int], Ready], done: Done) -> int:
         request = next(self._request_ids)
         if self.failed:
+            self.outcome_counts["failed"] += 1
             done(StorageFailed(self.failed))
             return request
-        self._waiters[request] = done
+        now = time.monotonic()
+        self._waiters[request] = (done, now)
         # One timer per request would cost more than the request; the tick sweeps deadlines.
-        self._deadlines.append((time.monotonic() + self.request_timeout, request))
+        self._deadlines.append((now + self.request_timeout, request))
         self.input(ask(request))
         return request
 
@@ -318,7 +342,10 @@ class NodeHost:
             _, request = self._deadlines.popleft()
             waiter = self._waiters.pop(request, None)
             if waiter is not None:
-                waiter(TimeoutError())
+                self.outcome_counts["timeout"] += 1
+                waiter[0](TimeoutError())
+        if self.events.on:
+            self.events.tick(now)
 
     def _checkpoint(self) -> None:
         """Let the store fold its log in the read thread, off the writer's path (one at a
@@ -386,7 +413,7 @@ class NodeHost:
         elif self.fsync.on_loop:
             error: BaseException | None = None
             try:
-                self.fsync.record(self._timed_sync())
+                self._fsynced(self._timed_sync())
             except Exception as exc:
                 error = exc
             self._written(error)
@@ -408,8 +435,13 @@ class NodeHost:
             return  # stop() wrote the rest; the peers and the store are closed
         error = future.exception()
         if error is None:
-            self.fsync.record(future.result())
+            self._fsynced(future.result())
         self._written(error)
+
+    def _fsynced(self, seconds: float) -> None:
+        """An fsync took ``seconds`` (on the loop, wherever it ran)."""
+        self.fsync.record(seconds)
+        self.fsync_latency.observe(seconds)
 
     def _written(self, exc: BaseException | None) -> None:
         if exc is not None:
@@ -428,21 +460,32 @@ class NodeHost:
             self.transport.send(to, msg)
 
     def _complete(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        now = time.monotonic()  # one clock read for the whole batch
+        counts = self.outcome_counts
         for outcome in outcomes:
             waiter = self._waiters.pop(outcome.request, None)
             if waiter is not None:
-                waiter(outcome)
+                done, arrived = waiter
+                kind = OUTCOME_NAMES[type(outcome)]
+                counts[kind] += 1
+                if kind == "committed":
+                    self.proposal_latency.observe(now - arrived)
+                done(outcome)
 
     def _storage_failed(self, exc: BaseException) -> None:
         # The core's memory is now ahead of the disk; answering from it could promise what a
         # restart would forget.  A node with a failed disk is a failed node: it stops serving
         # (a minority of failed nodes is what Paxos tolerates) until restarted.
         self.failed = f"storage failure: {exc}"
+        self.storage_failures += 1
         log.error("node %d: %s; refusing requests until restarted", self.node.id, self.failed)
         error = StorageFailed(self.failed)
         for _, respond in self.pipeline.abort():
             if respond is not None:
                 respond(error)
         waiters, self._waiters = self._waiters, {}
-        for waiter in waiters.values():
-            waiter(error)
+        self.outcome_counts["failed"] += len(waiters)
+        for done, _ in waiters.values():
+            done(error)

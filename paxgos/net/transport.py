@@ -33,6 +33,7 @@ import asyncio
 import concurrent.futures
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from urllib.parse import urlencode
@@ -55,6 +56,8 @@ from paxgos.core.messages import (
     encode,
 )
 from paxgos.net.auth import SIGNATURE, PeerAuth
+from paxgos.net.events import EventLog
+from paxgos.net.metrics import Buckets
 from paxgos.net.peerclient import BadAnswer, PeerError, PeerRequest, PooledHTTPClient, parse_head
 from paxgos.net.ratelog import RateLimitedLog
 
@@ -200,20 +203,29 @@ class Transport:
         auth: PeerAuth | None = None,
         max_in_flight: int = 32,
         ssl_context: ssl.SSLContext | None = None,
+        events: EventLog | None = None,
     ) -> None:
         """``receive`` takes every valid reply (into the core); ``local`` handles a message the
         node sends itself and returns the reply, if any; ``auth``: signs requests and checks
         answers (``None``: an insecure node's, nothing signed); ``ssl_context``: how
         ``https://`` peers are verified and what this node presents to them (the pooled
-        client's; ``None``: the configured client's settings)."""
+        client's; ``None``: the configured client's settings); ``events``: where the messages
+        sent and the answers received are recorded while someone watches
+        (``paxgos.net.events``)."""
         self.node_id = node_id
+        self.events = events
         self.receive = receive
         self.local = local
         self.urls = urls
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.in_flight = [0] * len(urls)
-        self.dropped = 0
+        # Per peer, for /metrics: messages sent, dropped unsent, answered unusably (lost,
+        # refused, timed out), and the round-trip times of the usable answers.
+        self.sent = [0] * len(urls)
+        self.dropped_to = [0] * len(urls)
+        self.failures = [0] * len(urls)
+        self.rtt = [Buckets() for _ in urls]
         self.auth = auth if auth is not None else PeerAuth(None)
         self.ssl_context = ssl_context
         self.http: AsyncHTTPClient | None = None  # made on first use, on the running loop
@@ -221,6 +233,11 @@ class Transport:
         self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
         self._encoded: tuple[Message | None, bytes, str] = (None, b"", "")
         self.closed = False
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped unsent, to every peer."""
+        return sum(self.dropped_to)
 
     def close(self) -> None:
         """Close every connection; messages sent from now on are dropped (the node stops)."""
@@ -237,8 +254,11 @@ class Transport:
             asyncio.ensure_future(self._local(msg))
             return
         if self.in_flight[to] >= self.max_in_flight or self.closed:
-            self.dropped += 1
+            self.dropped_to[to] += 1
             return
+        self.sent[to] += 1
+        if self.events is not None and self.events.on:
+            self.events.sent(to, msg)
         body: bytes | None
         if isinstance(msg, CatchupRequest):
             query = urlencode({"from": msg.from_slot, "limit": msg.limit, "sender": msg.sender})
@@ -256,7 +276,7 @@ class Transport:
         if signature:
             headers[SIGNATURE] = signature
         self.in_flight[to] += 1
-        answered = partial(self._answered, to, msg, signature)
+        answered = partial(self._answered, to, msg, signature, time.monotonic())
         try:
             if self.http is None:
                 self.http = peer_http_client(self.ssl_context)
@@ -274,12 +294,20 @@ class Transport:
                 future.add_done_callback(partial(_response_of, request, answered))
         except Exception as exc:  # a closed client, no file descriptor: the message is lost
             self.in_flight[to] -= 1
+            self.failures[to] += 1
             self.log.warning(
                 f"send {to}", "node %d: cannot send to node %d: %r", self.node_id, to, exc
             )
 
-    def _answered(self, to: int, msg: Message, signature: str, response: HTTPResponse) -> None:
+    def _answered(
+        self, to: int, msg: Message, signature: str, sent_at: float, response: HTTPResponse
+    ) -> None:
         self.in_flight[to] -= 1
+        status = response.code
+        if status == 200 or status == 204:
+            self.rtt[to].observe(time.monotonic() - sent_at)
+        else:
+            self.failures[to] += 1
         try:
             self._check(to, msg, signature, response)
         except Exception as exc:  # never an error in a callback, whatever a peer answered
@@ -364,6 +392,8 @@ class Transport:
             self._refuse(to, "wrong sender", "a reply naming node %d", reply.sender)
             return
         if not self.closed:
+            if self.events is not None and self.events.on:
+                self.events.answered(to, msg, reply)
             self.receive(reply)
 
     def _refuse(self, to: int, kind: str, what: str, *args: object) -> None:
