@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import re
 import sys
@@ -22,7 +21,7 @@ from paxgos.cluster import run_cluster
 from paxgos.dashboard.server import run_standalone
 from paxgos.net.faults import FaultFlags
 from paxgos.net.host import TICK_INTERVAL
-from paxgos.net.server import NodeOptions, StartupError, serve
+from paxgos.net.server import EVENT_LOOPS, NodeOptions, StartupError, run
 from paxgos.net.transport import PEER_CLIENTS
 
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ms|s)?")
@@ -221,6 +220,13 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "pycurl: pip install 'paxgos[curl]')",
     )
     parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=NODE.event_loop,
+        help="the event loop a node runs on: asyncio (default) or uvloop (needs uvloop: pip "
+        "install 'paxgos[uvloop]')",
+    )
+    parser.add_argument(
         "--tls-cert",
         default=None,
         metavar="FILE",
@@ -275,6 +281,7 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
         peer_client=args.peer_client,
+        event_loop=args.event_loop,
     )
 
 
@@ -307,6 +314,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         str(args.linger_fill),
         "--peer-client",
         args.peer_client,
+        "--event-loop",
+        args.event_loop,
         "--election-timeout",
         f"{args.election_timeout}s",
         "--log-level",
@@ -461,9 +470,7 @@ def run_node(argv: Sequence[str]) -> int:
             return 2
     setup_logging(args.log_level)
     try:
-        asyncio.run(
-            serve(node_options(args, args.id, urls), exit_with_parent=args.exit_with_parent)
-        )
+        run(node_options(args, args.id, urls), exit_with_parent=args.exit_with_parent)
     except StartupError as exc:
         print(f"paxgos node {args.id}: {exc}", file=sys.stderr)
         return 1

@@ -456,8 +456,16 @@ class NodeHost:
         self._complete(ready.outcomes)
 
     def _send(self, messages: list[tuple[int, Message]]) -> None:
+        # The node's messages to itself go last: a leader's own Accept costs it a write and
+        # an fsync, which then overlap its peers' (Raft thesis §10.2.1) instead of delaying
+        # the Accepts to them.  Its own vote counts only once that write is durable.
+        own = self.node.id
         for to, msg in messages:
-            self.transport.send(to, msg)
+            if to != own:
+                self.transport.send(to, msg)
+        for to, msg in messages:
+            if to == own:
+                self.transport.send(to, msg)
 
     def _complete(self, outcomes: list[Outcome]) -> None:
         if not outcomes:

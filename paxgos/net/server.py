@@ -71,10 +71,34 @@ class NodeOptions:
     tls_ca: str | None = None
     #: The fan-out's ``AsyncHTTPClient``: "pooled" or "curl" (``paxgos.net.transport``).
     peer_client: str = "pooled"
+    #: The asyncio event loop the node runs on: "asyncio" or "uvloop" (``run``).
+    event_loop: str = "asyncio"
 
 
 class StartupError(Exception):
     """The node cannot start (port taken, bad store); a one-line reason for the user."""
+
+
+#: The event loops ``run`` (and ``--event-loop``) knows.
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def run(options: NodeOptions, exit_with_parent: bool = False) -> None:
+    """Serve the node until it is stopped, on the event loop ``options.event_loop`` names:
+    asyncio's own, or uvloop's (libuv's, in C; Tornado runs on any asyncio loop)."""
+    main = serve(options, exit_with_parent=exit_with_parent)
+    if options.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            main.close()
+            raise StartupError("--event-loop uvloop needs uvloop: pip install uvloop") from None
+        uvloop.run(main)
+    elif options.event_loop == "asyncio":
+        asyncio.run(main)
+    else:
+        main.close()
+        raise StartupError(f"unknown event loop {options.event_loop!r}")
 
 
 def store_path(data_dir: str | Path, node_id: int) -> Path:
