@@ -148,6 +148,7 @@ def test_events_need_the_secret_and_show_the_phases_with_ballots_and_slots(
     # The latency histogram's counts, as /metrics has them: one committed proposal so far.
     assert len(seen["latency"]["counts"]) == len(seen["latency"]["bounds"]) + 1
     assert sum(seen["latency"]["counts"]) == 1
+    assert seen["status"]["role"] == "leader" and seen["status"]["commit_index"] >= slot - 1
     later = events(nodes, url, seen["seq"])
     assert all(e["seq"] > seen["seq"] for e in later["events"])
     code, _, body = http_get(url + "?after=x", 5.0, False, "GET", nodes.auth_headers())

@@ -1,14 +1,14 @@
 """The dashboard's view of a cluster: every node polled, one snapshot per tick.
 
-Every ``INTERVAL`` (250 ms) the ``Watcher`` asks each node for ``GET /status`` and
-``GET /events?after=N`` (the sampled messages since the last poll, with the cluster secret),
-each over a kept-alive connection, and a node that does not answer within ``POLL_TIMEOUT`` is
+Every ``INTERVAL`` (250 ms) the ``Watcher`` asks each node for ``GET /events?after=N`` (with
+the cluster secret: the sampled messages since the last poll, and the node's ``/status``) over a
+kept-alive connection, and a node that does not answer within ``POLL_TIMEOUT`` is
 shown down.  ``/events`` also carries the counts of the node's proposal-latency histogram (the
 buckets of ``paxgos_proposal_duration_seconds``): their growth on the leader over a second
 gives the p50 and p99 the chart draws, without the cost of a whole ``/metrics`` scrape on the
-leader's event loop.  When the leader's log has grown, the watcher also reads its latest
-entries.  That is 8 or 9 small requests a second per node (``docs/performance.md`` has what
-watching costs).
+leader's event loop.  Once a second, when the leader's log has grown, the watcher also reads
+its latest entries.  That is 4 small requests a second per node, 5 on the leader
+(``docs/performance.md`` has what watching costs).
 
 A snapshot is plain JSON-ready data: the nodes (role, ballot, commit index, lag behind the
 leader, faults, up or down, and the supervisor's view of the process when there is one), the
@@ -172,39 +172,44 @@ class Watcher:
         self.http = self.asker = None
 
     async def _poll(self, node: NodeWatch) -> None:
+        """One request: ``/events``, which carries the node's ``/status`` too (only ``/status``
+        when the node refuses the secret, so the page still shows it)."""
         after = node.after if node.after is not None else 2**62
-        status, events = await asyncio.gather(
-            self.get(node.url + "/status"),
-            self.get(f"{node.url}/events?after={after}", headers=self.auth()),
-        )
+        answer = await self.get(f"{node.url}/events?after={after}", headers=self.auth())
         now = time.monotonic()
-        if status.code == 200:
+        data: dict[str, Any] | None = None
+        if answer.code == 200:
             try:
-                node.status = json.loads(status.body)
-                node.error = None
-                node.answered_at = now
-            except ValueError:
-                node.error = "unreadable /status"
-        else:
-            node.error = describe_failure(status)
+                data = json.loads(answer.body)
+                node.status = data["status"]
+            except (ValueError, KeyError):
+                data = None
+        elif answer.code == 401:
+            answer = await self.get(node.url + "/status")
+            if answer.code == 200:
+                try:
+                    node.status = json.loads(answer.body)
+                except ValueError:
+                    node.status = None
+        if answer.code != 200 or node.status is None:
+            node.error = describe_failure(answer) if answer.code != 200 else "unreadable answer"
             if now - node.answered_at > POLL_TIMEOUT:
                 node.status = None
-        if events.code == 200:
-            try:
-                data = json.loads(events.body)
-            except ValueError:
-                return
-            if node.after is not None and data["seq"] >= node.after:
-                self._events.extend(data["events"])
-            # A restarted node numbers its events from 0 again: read from there next time.
-            node.after = data["seq"] if node.after is None or data["seq"] >= node.after else 0
-            self._sampling.append(
-                (max(0, data["seen"] - node.seen), max(0, data["recorded"] - node.recorded))
-            )
-            node.seen, node.recorded = data["seen"], data["recorded"]
-            latency = data.get("latency")
-            if latency is not None:
-                node.latency = (latency["bounds"], latency["counts"])
+            return
+        node.error = None
+        node.answered_at = now
+        if data is None:
+            return
+        if node.after is not None and data["seq"] >= node.after:
+            self._events.extend(data["events"])
+        # A restarted node numbers its events from 0 again: read from there next time.
+        node.after = data["seq"] if node.after is None or data["seq"] >= node.after else 0
+        self._sampling.append(
+            (max(0, data["seen"] - node.seen), max(0, data["recorded"] - node.recorded))
+        )
+        node.seen, node.recorded = data["seen"], data["recorded"]
+        latency = data["latency"]
+        node.latency = (latency["bounds"], latency["counts"])
 
     def leader(self) -> NodeWatch | None:
         """The node that says it leads (the highest ballot, if two say so for a moment)."""
@@ -216,13 +221,16 @@ class Watcher:
         return max(leaders, key=lambda n: n.status.get("ballot") or [0, 0])  # type: ignore[union-attr]
 
     async def _leader_side(self) -> None:
-        """Once a second, the chart point (commits/s from the commit index, p50 and p99 from
-        the leader's latency histogram); when the commit index moved, the latest entries."""
+        """Once a second: the chart point (commits/s from the commit index, p50 and p99 from
+        the leader's latency histogram) and, when the leader's log grew, its latest entries."""
         leader = self.leader()
         now = time.monotonic()
         commit = max(
             (n.status.get("chosen_in_memory", 0) for n in self.nodes if n.status), default=0
         )
+        if now - self._chart_at < CHART_INTERVAL:
+            return
+        self._chart_at = now
         # The leader's log as ``/`` serves it (its commit index on disk, which may trail the
         # one in memory by a write): read again until the page shows its last slot.
         logged = leader.status.get("commit_index", 0) if leader and leader.status else 0
@@ -236,9 +244,6 @@ class Watcher:
                 entries = json.loads(answer.body).get("entries", [])
                 self.entries = [[e["slot"], e["value"]] for e in reversed(entries)]
                 self._entries_commit = max([self._entries_commit, *(e["slot"] for e in entries)])
-        if now - self._chart_at < CHART_INTERVAL:
-            return
-        self._chart_at = now
         point: dict[str, Any] = {"t": round(time.time(), 3), "commits_per_s": None}
         if self._commits_at is not None and commit >= self._commits_at[1]:
             span = now - self._commits_at[0]

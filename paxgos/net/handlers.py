@@ -280,41 +280,45 @@ class StatusHandler(BaseHandler):
     """``GET /status``: who this node is and what it knows (JSON)."""
 
     def get(self) -> None:
-        host = self.host
-        status = host.node.status(host.now())
-        leader = status["leader"]
-        peer_state = status.pop("peer_state")
-        assert isinstance(peer_state, dict)
-        status.update(
-            # The log as ``/`` lists it; the core may know a few more slots chosen whose
-            # write is still on its way to disk.
-            commit_index=host.store.commit_index(),
-            chosen_in_memory=host.node.commit,
-            url=host.urls[host.node.id],
-            leader_url=host.urls[leader] if isinstance(leader, int) else None,
-            peers=[u for i, u in enumerate(host.urls) if i != host.node.id],
-            # Per peer, as this node sees it (a leader hears from every peer; a follower only
-            # from the leader): last answer, the commit index it reported, and its lag.
-            peer_state=[
-                {"id": peer, "url": host.urls[peer], **state}
-                for peer, state in sorted(peer_state.items())
-            ],
-            nodes=len(host.urls),
-            storage=type(host.store).__name__,
-            durable=host.store.durable,
-            failed=host.failed,
-            faults=host.faults.state(),
-            dropped_messages=host.transport.dropped,
-            store_writes=host.store_writes,
-            # Where fsyncs run and the quickest recent one (None without a disk).
-            fsync_on_loop=host.fsync.on_loop if host.store.durable else None,
-            fsync_min_ms=round(min(host.fsync.recent) * 1000, 3)
-            if host.store.durable and host.fsync.recent
-            else None,
-            store_records=host.store_records,
-            uptime_s=round(time.time() - host.started_at, 3),
-        )
-        self.send_json(status)
+        self.send_json(status_of(self.host))
+
+
+def status_of(host: NodeHost) -> dict[str, Any]:
+    """What ``GET /status`` answers (and ``GET /events`` carries along)."""
+    status = host.node.status(host.now())
+    leader = status["leader"]
+    peer_state = status.pop("peer_state")
+    assert isinstance(peer_state, dict)
+    status.update(
+        # The log as ``/`` lists it; the core may know a few more slots chosen whose
+        # write is still on its way to disk.
+        commit_index=host.store.commit_index(),
+        chosen_in_memory=host.node.commit,
+        url=host.urls[host.node.id],
+        leader_url=host.urls[leader] if isinstance(leader, int) else None,
+        peers=[u for i, u in enumerate(host.urls) if i != host.node.id],
+        # Per peer, as this node sees it (a leader hears from every peer; a follower only
+        # from the leader): last answer, the commit index it reported, and its lag.
+        peer_state=[
+            {"id": peer, "url": host.urls[peer], **state}
+            for peer, state in sorted(peer_state.items())
+        ],
+        nodes=len(host.urls),
+        storage=type(host.store).__name__,
+        durable=host.store.durable,
+        failed=host.failed,
+        faults=host.faults.state(),
+        dropped_messages=host.transport.dropped,
+        store_writes=host.store_writes,
+        # Where fsyncs run and the quickest recent one (None without a disk).
+        fsync_on_loop=host.fsync.on_loop if host.store.durable else None,
+        fsync_min_ms=round(min(host.fsync.recent) * 1000, 3)
+        if host.store.durable and host.fsync.recent
+        else None,
+        store_records=host.store_records,
+        uptime_s=round(time.time() - host.started_at, 3),
+    )
+    return status
 
 
 # --- internal protocol endpoints ----------------------------------------------------------------
@@ -409,8 +413,8 @@ class MetricsHandler(BaseHandler):
 
 class EventsHandler(BaseHandler):
     """``GET /events?after=N``: the sampled protocol messages numbered above N
-    (``paxgos.net.events``), how many were seen and recorded, and the counts of the
-    proposal-latency histogram.  Each call keeps recording
+    (``paxgos.net.events``), how many were seen and recorded, the counts of the
+    proposal-latency histogram, and the node's ``/status``.  Each call keeps recording
     on for a few more seconds.  Needs the cluster secret, like the fault controls: only the
     cluster's own tools (the dashboard) watch."""
 
@@ -426,6 +430,8 @@ class EventsHandler(BaseHandler):
                 "seen": events.seen,
                 "recorded": events.recorded,
                 "events": events.since(after),
+                # /status too: a watcher asks one request per node and tick, not two.
+                "status": status_of(self.host),
                 # The proposal-latency histogram (/metrics' paxgos_proposal_duration_seconds),
                 # for the dashboard's p50 and p99: far cheaper than a scrape.
                 "latency": {
