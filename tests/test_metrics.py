@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from paxgos.net.buckets import Buckets, cumulative
 from paxgos.net.events import EventLog
-from paxgos.net.metrics import Buckets, cumulative
 from paxgos.testing.http import http_get
 from paxgos.testing.procs import LocalNodes
 

@@ -601,12 +601,15 @@ class FakeHost:
     def __init__(self) -> None:
         self.node = FakeNode(0)
         self.inputs: list[object] = []
+        self.own: list[Message] = []  # messages the node sent itself
+        self.own_reply: Message | None = None
 
     def receive(self, reply: Message) -> None:
         self.inputs.append(self.node.step(reply))
 
     async def local(self, msg: Message) -> Message | None:
-        return None
+        self.own.append(msg)
+        return self.own_reply
 
     def transport(self, urls: list[str], timeout: float, auth: PeerAuth) -> Transport:
         return Transport(self.node.id, urls, timeout, self.receive, self.local, auth)
@@ -985,6 +988,23 @@ def test_an_unconfigured_process_gets_the_pooled_client(
         transport = FakeHost().transport(["http://127.0.0.1:9"] * 2, 1.0, PeerAuth(None))
         transport.send(1, Learn(0, B, 1))
         assert isinstance(transport.http, PooledHTTPClient)
+        transport.close()
+
+    asyncio.run(run())
+
+
+def test_a_message_to_the_node_itself_skips_http() -> None:
+    """The transport hands it to ``local`` (no request, no slot in flight) and the reply
+    ``local`` returns to ``receive``, as a peer's."""
+
+    async def run() -> None:
+        host = FakeHost()
+        host.own_reply = LearnAck(0, B, 0, B)
+        transport = host.transport(["http://127.0.0.1:9"] * 2, 1.0, PeerAuth(None))
+        transport.send(0, Learn(0, B, 2))
+        await asyncio.sleep(0.01)
+        assert host.own == [Learn(0, B, 2)] and transport.in_flight == [0, 0]
+        assert host.node.stepped == [LearnAck(0, B, 0, B)] and transport.http is None
         transport.close()
 
     asyncio.run(run())

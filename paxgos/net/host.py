@@ -38,9 +38,9 @@ from paxgos.core import Abandoned, Committed, Node, Outcome, Persist, Readable, 
 from paxgos.core.messages import ChosenEntry, Message
 from paxgos.core.release import Pipeline, Step
 from paxgos.net.auth import PeerAuth
+from paxgos.net.buckets import Buckets
 from paxgos.net.events import EventLog
 from paxgos.net.faults import FaultInjector
-from paxgos.net.metrics import Buckets
 from paxgos.net.transport import Transport
 from paxgos.storage import Store
 

@@ -6,17 +6,15 @@ with a ``paxgos_`` prefix: counters end in ``_total``, durations are histograms 
 
 Nothing on the hot path touches ``prometheus_client``.  The core and the host count in plain
 integers and lists (``Node.rounds_sent``, ``Node.round_sizes``, ``Transport.sent``, ...), and
-durations go into ``Buckets``, a list of counts indexed by ``bisect`` (a few hundred
-nanoseconds, against microseconds and a lock for a ``prometheus_client.Histogram``).
+durations go into ``paxgos.net.buckets.Buckets``, a list of counts indexed by ``bisect`` (a few
+hundred nanoseconds, against microseconds and a lock for a ``prometheus_client.Histogram``).
 ``NodeCollector`` reads them all when a scrape asks, into the node's own ``CollectorRegistry``
 (never the process-global one: tests run several hosts in one process).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -29,49 +27,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from paxgos.core.node import CANDIDATE, FOLLOWER, LEADER, PRECANDIDATE
-
-if TYPE_CHECKING:
-    from paxgos.net.host import NodeHost
-
-#: Upper bounds (seconds) of the duration histograms: 100 us to 10 s in 1-2-5 steps, which
-#: covers an fsync on tmpfs and a proposal waiting out a 5 s request timeout alike.
-DURATION_BOUNDS = (
-    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
-    0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
+from paxgos.net.buckets import Buckets, cumulative
+from paxgos.net.host import NodeHost
 
 ROLES = (FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER)
-
-
-class Buckets:
-    """A histogram's counts, kept the cheapest way: ``counts[i]`` holds the observations
-    above ``bounds[i-1]`` and at most ``bounds[i]`` (the last one: above every bound)."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float] = DURATION_BOUNDS):
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """Prometheus's buckets: ``(le, observations <= le)``, ending with ``+Inf``."""
-        return cumulative(self.bounds, self.counts)
-
-
-def cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
-    """``(le, running total)`` pairs for per-bucket ``counts`` (one more than ``bounds``)."""
-    out = []
-    running = 0
-    for bound, count in zip(bounds, counts, strict=False):
-        running += count
-        out.append((repr(float(bound)), running))
-    out.append(("+Inf", running + sum(counts[len(bounds) :])))
-    return out
 
 
 class NodeCollector(Collector):

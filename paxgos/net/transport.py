@@ -56,8 +56,8 @@ from paxgos.core.messages import (
     encode,
 )
 from paxgos.net.auth import SIGNATURE, PeerAuth
+from paxgos.net.buckets import Buckets
 from paxgos.net.events import EventLog
-from paxgos.net.metrics import Buckets
 from paxgos.net.peerclient import BadAnswer, PeerError, PeerRequest, PooledHTTPClient, parse_head
 from paxgos.net.ratelog import RateLimitedLog
 
