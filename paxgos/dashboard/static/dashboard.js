@@ -176,7 +176,7 @@ const REPLIES = new Set(["promise", "accepted", "learn_ack", "catchup_reply"]);
 
 function slotsText(s) {
   if (!s) return "";
-  if (s[1] === null || s[1] === undefined) return ` from ${s[0]}`;
+  if (s[1] === null || s[1] === undefined) return ` slots ${s[0]}…`;
   return s[0] === s[1] ? ` slot ${s[0]}` : ` ${s[0]}–${s[1]}`;
 }
 
@@ -463,7 +463,7 @@ function drawChart() {
   for (let i = 0; i <= 4; i++) {
     const y = top + ph * (1 - i / 4);
     ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + pw, y); ctx.stroke();
-    ctx.textAlign = "right"; ctx.fillText(String(Math.round(cMax * i / 4)), left - 5, y + 4);
+    ctx.textAlign = "right"; ctx.fillText(`${+(cMax * i / 4).toFixed(cMax < 40 ? 1 : 0)}`, left - 5, y + 4);
     ctx.textAlign = "left"; ctx.fillText(`${+(lMax * i / 4).toFixed(1)}`, left + pw + 5, y + 4);
   }
   ctx.textAlign = "center";
