@@ -32,7 +32,9 @@ class FetchError(HistoryError):
 def _get_page(url: str, timeout: float) -> dict[str, Any]:
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # Not urlopen's shared opener: from Python 3.12 on, it fixes the trusted CAs when first
+        # used, and SSL_CERT_FILE may name another CA by now.
+        with urllib.request.build_opener().open(request, timeout=timeout) as response:
             body = response.read()
     except urllib.error.HTTPError as e:
         raise FetchError(f"GET {url}: HTTP {e.code} {e.reason}") from None

@@ -14,9 +14,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
-
-
 def http_get(
     url: str,
     timeout: float = 10.0,
@@ -29,7 +26,9 @@ def http_get(
     headers = {**(headers or {}), **({"Accept": "application/json"} if json_body else {})}
     request = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:
-        with _opener.open(request, timeout=timeout) as response:
+        # An opener per request: from Python 3.12 on, its HTTPS handler fixes the trusted CAs
+        # when it is made, and a test may trust another CA (SSL_CERT_FILE) after import.
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read().decode()
