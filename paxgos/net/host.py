@@ -315,7 +315,8 @@ class NodeHost:
         """Whether the store's log holds ``slot`` within ``request_timeout`` (polled: a write
         lands within a few milliseconds of its round being chosen)."""
         deadline = time.monotonic() + self.request_timeout
-        if self.store.commit_index() < slot <= self.node.commit and not self.failed:
+        hurry = not self.failed and not self._stopped
+        if hurry and self.store.commit_index() < slot <= self.node.commit:
             self._carry(self.pipeline.hurry())  # chosen here, its write deferred: write now
         while self.store.commit_index() < slot:
             if time.monotonic() >= deadline or self.failed:

@@ -62,6 +62,8 @@ from paxgos.storage import MemoryStore
 
 #: Events that a node handles (``a`` is the node): a paused node handles none of them.
 NODE_EVENTS = frozenset({DELIVER, TICK, PROPOSE, FLUSH})
+#: A node back from a pause runs its timer this long after it handled its backlog.
+RESUME_TICK_US = 3_000
 
 #: Messages that are requests: the host owes each one an answer (see ``_apply``).  A
 #: ``CatchupRequest`` is answered from the store directly, before the core sees it.
@@ -344,7 +346,7 @@ class Simulation:
         if kind in NODE_EVENTS and self.scheduler.now < self.paused_until[a]:
             # Paused: handled on resume, in arrival order (a queue's ties keep insertion
             # order), and its timers after what reached its sockets.
-            later = self.paused_until[a] + (3_000 if kind == TICK else 0)
+            later = self.paused_until[a] + (RESUME_TICK_US if kind == TICK else 0)
             self.scheduler.at(later, kind, a, b, c)
             return
         if kind == DELIVER:
@@ -477,7 +479,7 @@ class Simulation:
         """Node ``i`` took a proposal as leader: it must have heard from a majority lately."""
         since = self.cut_since[i]
         now = self.scheduler.now
-        if now < self.paused_until[i] + 3_000:
+        if now < self.paused_until[i] + RESUME_TICK_US:
             return  # a node back from a pause handles its backlog before its timer tells it
         bound = self.lease_bound + (600_000 if now - self.last_crash < 600_000 else 0)
         if since is not None and now - since > bound:
