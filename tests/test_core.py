@@ -1411,3 +1411,23 @@ def test_a_heartbeat_ack_from_before_the_read_confirms_nothing() -> None:
     for envelope in stale:
         c.deliver(*envelope)
     assert reads(c) == []
+
+
+def test_a_repeated_promise_does_not_replace_the_first() -> None:
+    """A Prepare retried (or duplicated) is promised again, and the second answer leaves out
+    what its sender committed meanwhile.  The candidate must keep the first answer's accepted
+    values: replacing it made a new leader fill slot 4 with a no-op where 44 was chosen (the
+    simulator's seed 150 with pauses, once rounds skipped a lagging follower)."""
+    node = Node(Config(node_id=1, nodes=3))
+    ready = node.campaign(prevote=False)
+    ballot = node.ballot
+    own = next(msg for to, msg in ready.messages if to == 1 and isinstance(msg, Prepare))
+    node.step(node.step(own).response)
+    old = Ballot(1, 0)
+    first = Promise(2, ballot, True, ballot, 3, ((4, old, 44), (5, old, 55)))
+    assert any(isinstance(m, CatchupRequest) for _, m in node.step(first).messages)
+    node.step(Promise(2, ballot, True, ballot, 5, ()))  # the repeat: slots 4-5 now committed
+    ready = node.step(CatchupReply(2, ((1, 11), (2, 22), (3, 33)), 3))
+    assert node.role == LEADER
+    accepts = [m for _, m in ready.messages if isinstance(m, Accept)]
+    assert accepts and accepts[0].first == 4 and accepts[0].values == (44, 55)

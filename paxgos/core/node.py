@@ -746,6 +746,12 @@ class Node:
             msg.sender,
             len(msg.accepted),
         )
+        if msg.sender in term.promises:
+            # A repeat (a retried Prepare, a duplicate): the first answer is the snapshot
+            # phase 1 needs.  A later one leaves out what its sender has since committed, and
+            # replacing the first with it could lose an accepted value between the two
+            # commit indexes that this candidate has not caught up to.
+            return
         term.refused.discard(msg.sender)
         term.promises[msg.sender] = msg
         if msg.sender != self.id:
