@@ -1,10 +1,11 @@
 """The dashboard on a real supervisor cluster: its page and stream over HTTP, its actions, its
 refusals; and the page itself in headless Chromium (Debian's ``chromium``, driven by Playwright
-pointed at it), which stalls, proposes and kills from the page and checks what it shows.
+pointed at it) and headless Firefox (Debian's ``firefox-esr``, over WebDriver BiDi), which stall,
+propose and kill from the page and check what it shows.
 
-The browser test skips, saying why, where Chromium or Playwright is missing (``.ci/run``
-installs both where it can).  It takes about 10 s and runs with the default suite; it is
-marked ``browser`` (``pytest -m browser`` runs it alone, ``-m "not browser"`` leaves it out).
+The browser tests skip, saying why, where a browser or Playwright is missing (``.ci/run``
+installs them where it can).  They take 10-40 s each and run with the default suite; they are
+marked ``browser`` (``pytest -m browser`` runs them alone, ``-m "not browser"`` leaves them out).
 """
 
 from __future__ import annotations
@@ -232,3 +233,87 @@ def test_in_chromium_stall_two_followers_propose_heal_and_kill_the_leader(
     assert not errors, errors
     assert (tmp_path / "dashboard-new-leader.png").stat().st_size > 10_000
     print(f"screenshots: {tmp_path}/dashboard-stalled.png, dashboard-new-leader.png")
+
+
+FIREFOX = "/usr/bin/firefox-esr"
+
+
+def q(selector: str) -> str:
+    """A JavaScript expression: the first element matching ``selector``."""
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+def there(selector: str) -> str:
+    """A JavaScript expression: whether an element matches ``selector``."""
+    return "!!" + q(selector)
+
+
+def click(selector: str) -> str:
+    return q(selector) + ".click()"
+
+
+def button(node: int, action: str) -> str:
+    return f'button[data-node="{node}"][data-action="{action}"]'
+
+
+def row(node: int, attribute: str) -> str:
+    return f'tr[data-node-row="{node}"][{attribute}]'
+
+
+@pytest.mark.browser
+def test_in_firefox_stall_two_followers_propose_heal_and_kill_the_leader(
+    board: Callable[..., tuple[Supervisor, str]], tmp_path: Path
+) -> None:
+    """The Chromium test's steps in Debian's Firefox ESR, over WebDriver BiDi
+    (``paxgos.testing.bidi``: Playwright's Firefox needs a build or commands ESR lacks)."""
+    binary = FIREFOX if Path(FIREFOX).exists() else shutil.which("firefox")
+    if binary is None:
+        pytest.skip(f"no Firefox at {FIREFOX} (apt-get install firefox-esr)")
+    from paxgos.testing.bidi import Firefox
+
+    sup, url = board(5)
+    with Firefox(binary, tmp_path) as firefox:
+        try:
+            firefox.navigate(url)
+            firefox.wait_for(there(row(0, 'data-role="leader"')))
+            for node in (3, 4):
+                firefox.evaluate(click(button(node, "stall")))
+            for node in (3, 4):  # marked in the table and on the ring
+                firefox.wait_for(there(row(node, 'data-stalled="true"')))
+                firefox.wait_for(there(f'g.node.stalled[data-node="{node}"]'))
+            cell = q('tr[data-node-row="3"] td:nth-child(7)')
+            assert firefox.evaluate(cell + ".textContent") == "stalled"
+            firefox.evaluate(q("#value") + ".value = '4242'; " + click("#propose"))
+            done = firefox.wait_for(
+                "[...document.querySelectorAll('#outcomes li[data-ok=\"true\"]')]"
+                ".map(li => li.textContent).find(t => t.includes('propose 4242'))"
+            )
+            assert "200 OK: CommandID: 1, Value 4242" in done
+            firefox.wait_for(
+                "[...document.querySelectorAll('#entries td')]"
+                ".some(td => td.textContent === '4242')"
+            )
+            assert http_get(sup.urls[0] + "/")[2] == "History:\nid 1 val 4242\n"
+            firefox.screenshot(tmp_path / "firefox-stalled.png")
+            for node in (3, 4):
+                firefox.evaluate(click(button(node, "heal")))
+                firefox.wait_for(there(row(node, 'data-stalled="false"')))
+            firefox.evaluate(click(button(0, "kill")))
+            firefox.wait_for(there('g.node.down[data-node="0"]'), timeout=10)
+            new = firefox.wait_for(
+                q('tr.leader:not([data-node-row="0"])[data-role="leader"]')
+                + "?.getAttribute('data-node-row')",
+                timeout=15,
+            )
+            assert int(new) in (1, 2, 3, 4), new
+            firefox.wait_for(there(f'g.node.leader[data-node="{new}"]'))
+            assert f"leader: node {new}" in firefox.evaluate(q("#summary") + ".textContent")
+            firefox.screenshot(tmp_path / "firefox-new-leader.png")
+        except Exception:
+            firefox.screenshot(tmp_path / "firefox-failure.png")
+            print(f"screenshot of the failure: {tmp_path}/firefox-failure.png")
+            print(sup.text()[-3000:])
+            raise
+        assert not firefox.errors, firefox.errors
+    assert (tmp_path / "firefox-new-leader.png").stat().st_size > 10_000
+    print(f"screenshots: {tmp_path}/firefox-stalled.png, firefox-new-leader.png")
