@@ -212,6 +212,14 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "waits)",
     )
     parser.add_argument(
+        "--thrifty",
+        choices=("on", "off"),
+        default="on" if NODE.thrifty else "off",
+        help="on: the leader sends each round to the majority's fastest peers only, and to the "
+        "others when they are late (thrifty Paxos; the others catch up from the commit index); "
+        f"off: to every peer (default {'on' if NODE.thrifty else 'off'})",
+    )
+    parser.add_argument(
         "--peer-client",
         choices=PEER_CLIENTS,
         default=NODE.peer_client,
@@ -274,6 +282,7 @@ def node_options(args: argparse.Namespace, node_id: int, urls: list[str]) -> Nod
         min_batch=args.min_batch,
         linger=args.linger,
         linger_fill=args.linger_fill,
+        thrifty=args.thrifty == "on",
         election_timeout=args.election_timeout,
         secret_file=args.secret_file,
         insecure=args.insecure,
@@ -312,6 +321,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         f"{args.linger}s",
         "--linger-fill",
         str(args.linger_fill),
+        "--thrifty",
+        args.thrifty,
         "--peer-client",
         args.peer_client,
         "--event-loop",

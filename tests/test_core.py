@@ -97,7 +97,8 @@ class Cluster:
 
     def __post_init__(self) -> None:
         # Rounds pipeline freely unless a test says otherwise: more interleavings to check.
-        options = {"pipeline_batch": 1, **self.options}
+        # Every round goes to every peer unless a test says otherwise (the thrifty tests).
+        options = {"pipeline_batch": 1, "thrifty": False, **self.options}
         self.configs = [Config(node_id=i, nodes=self.n, **options) for i in range(self.n)]  # type: ignore[arg-type]
         self.stores = [MemoryStore() for _ in range(self.n)]
         self.nodes = [Node(c) for c in self.configs]
@@ -135,7 +136,8 @@ class Cluster:
         self.sent.append((frm, to, msg))
         self.net.append((frm, to, msg))
 
-    def deliver(self, frm: int, to: int, msg: Message) -> None:
+    def deliver(self, frm: int, to: int, msg: Message, now: float | None = None) -> None:
+        """``msg`` reaches ``to`` (at ``now``, if given: the node's clock, see ``Node.clock``)."""
         if to in self.down:
             return
         node = self.nodes[to]
@@ -143,8 +145,8 @@ class Cluster:
             entries = self.stores[to].read_chosen(msg.from_slot, msg.limit)
             self.send(to, frm, node.answer_catchup(msg, entries))
         else:
-            self.handle(to, node.step(msg), frm)
-        self.handle(to, node.flush())  # the end of the host's event-loop turn
+            self.handle(to, node.step(msg, now), frm)
+        self.handle(to, node.flush(now))  # the end of the host's event-loop turn
 
     def run(self, steps: int = 10_000, keep: Callable[[Envelope], bool] | None = None) -> None:
         """Deliver messages until the network is quiet (``keep`` false: drop instead)."""
@@ -276,7 +278,7 @@ def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
     leader = c.nodes[0]
     now = 5.0
     for value in range(1, 16):  # one proposal every 2 ms, answered before the next: a lone client
-        c.propose(0, [value], value)
+        send_round(c, value)
         c.handle(0, leader.flush(now))
         assert leader.flush_due is None  # it went at once
         c.run()
@@ -1431,3 +1433,125 @@ def test_a_repeated_promise_does_not_replace_the_first() -> None:
     assert node.role == LEADER
     accepts = [m for _, m in ready.messages if isinstance(m, Accept)]
     assert accepts and accepts[0].first == 4 and accepts[0].values == (44, 55)
+
+
+# --- thrifty rounds ------------------------------------------------------------------------------
+
+
+def accept_targets(c: Cluster) -> set[int]:
+    """The nodes the Accepts now in the network go to."""
+    return {to for _, to, msg in c.net if isinstance(msg, Accept)}
+
+
+def send_round(c: Cluster, value: int) -> None:
+    """Node 0 is asked for ``value`` (request ``value``) and ends its turn: one round."""
+    c.propose(0, [value], value)
+    c.flush(0)
+
+
+def answer_at(c: Cluster, times: dict[int, float]) -> None:
+    """Deliver everything; an Accepted from peer ``p`` reaches the leader at ``times[p]``
+    (answers in that order), the rest at once."""
+    late: list[Envelope] = []
+    while c.net:
+        envelope = c.net.popleft()
+        frm, to, msg = envelope
+        if to == 0 and isinstance(msg, Accepted) and frm in times:
+            late.append(envelope)
+        else:
+            c.deliver(*envelope)
+        if not c.net and late:
+            late.sort(key=lambda e: times[e[0]])
+            for frm, to, msg in late:
+                c.deliver(frm, to, msg, times[frm])
+            late.clear()
+
+
+def test_thrifty_rounds_go_to_the_fastest_majority() -> None:
+    """After a probe of every peer, a round goes to this node and the two peers that answered
+    fastest; the other two learn the values by catch-up."""
+    c = Cluster(5, {"thrifty": True, "thrifty_probe": 10.0})
+    send_round(c, 1)
+    assert accept_targets(c) == {0, 1, 2, 3, 4}  # the first round probes every peer
+    answer_at(c, {3: 0.001, 4: 0.002, 1: 0.02, 2: 0.03})
+    send_round(c, 2)
+    assert accept_targets(c) == {0, 3, 4}
+    c.run()
+    assert [o.value for o in c.committed()] == [1, 2]
+    for _ in range(20):  # the commit index reaches nodes 1 and 2 in Learns; they catch up
+        c.tick(0.05)
+        c.run()
+    assert all(c.log(i) == [1, 2] for i in range(5))
+    c.check()
+
+
+def test_a_thrifty_round_widens_when_a_target_is_late() -> None:
+    """A target that does not answer within twice its usual time: the round goes to the
+    others too and is chosen; the next round leaves the silent peer out."""
+    c = Cluster(5, {"thrifty": True, "thrifty_probe": 10.0, "thrifty_wait": 0.002})
+    send_round(c, 1)
+    answer_at(c, {3: 0.001, 4: 0.002, 1: 0.02, 2: 0.03})
+    c.down.add(3)
+    send_round(c, 2)
+    assert accept_targets(c) == {0, 3, 4}
+    c.run()
+    assert [o.value for o in c.committed()] == [1]  # node 3 never answers
+    due = c.nodes[0].flush_due
+    assert due == pytest.approx(0.03 + 2 * 0.002)  # sent at 30 ms; node 4's usual 2 ms, twice
+    c.handle(0, c.nodes[0].flush(due - 0.0001))
+    assert not accept_targets(c)  # not yet
+    c.handle(0, c.nodes[0].flush(due))
+    assert accept_targets(c) == {1, 2}  # the peers it skipped
+    answer_at(c, {1: due + 0.02, 2: due + 0.03})
+    assert [o.value for o in c.committed()] == [1, 2]
+    send_round(c, 3)
+    assert accept_targets(c) == {0, 1, 4}  # node 3 has owed an answer for 34 ms
+    c.run()
+    assert [o.value for o in c.committed()] == [1, 2, 3]
+    c.check()
+
+
+def test_a_peer_replaces_a_target_only_when_twice_as_fast() -> None:
+    c = Cluster(5, {"thrifty": True, "thrifty_probe": 10.0})
+    send_round(c, 1)
+    answer_at(c, {1: 0.010, 2: 0.011, 3: 0.012, 4: 0.013})
+    send_round(c, 2)
+    assert accept_targets(c) == {0, 1, 2}
+    answer_at(c, {1: 0.020, 2: 0.032})  # sent at 13 ms: node 2 took 19 ms, a quarter counts
+    latency = c.nodes[0].proposer.latency
+    assert latency[2] == pytest.approx(0.011 + (0.019 - 0.011) / 4)
+    send_round(c, 3)
+    assert accept_targets(c) == {0, 1, 2}  # 3 (12 ms) is not twice as fast as 2 (13 ms)
+    c.run()
+    c.nodes[0].proposer.latency[2] = 0.025  # as if node 2 had slowed down for a while
+    send_round(c, 4)
+    assert accept_targets(c) == {0, 1, 3}
+    c.run()
+    c.check()
+
+
+def test_without_thrifty_every_round_goes_to_every_peer() -> None:
+    c = Cluster(5, {"thrifty": False})
+    for value in range(1, 4):
+        send_round(c, value)
+        assert accept_targets(c) == {0, 1, 2, 3, 4}
+        answer_at(c, {3: 0.001, 4: 0.002})
+    assert [o.value for o in c.committed()] == [1, 2, 3]
+
+
+def test_a_large_round_goes_to_every_peer() -> None:
+    """Above ``thrifty_max`` values a round goes to every peer: a catch-up of as many values
+    would cost the leader more than the Accept it encodes once for all."""
+    c = Cluster(5, {"thrifty": True, "thrifty_probe": 10.0, "thrifty_max": 3})
+    send_round(c, 1)  # the probe
+    answer_at(c, {3: 0.001, 4: 0.002, 1: 0.02, 2: 0.03})
+    c.propose(0, [10, 11, 12], 10)
+    c.flush(0)
+    assert accept_targets(c) == {0, 3, 4}
+    c.run()
+    c.propose(0, [20, 21, 22, 23], 20)
+    c.flush(0)
+    assert accept_targets(c) == {0, 1, 2, 3, 4}
+    c.run()
+    assert [o.value for o in c.committed()] == [1, 10, 11, 12, 20, 21, 22, 23]
+    c.check()

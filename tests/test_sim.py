@@ -76,6 +76,15 @@ def test_pauses_break_no_invariant() -> None:
     assert sum(r.reads for r in results) > 1500  # about ten per seed
 
 
+def test_a_minority_lost_for_good_breaks_no_invariant() -> None:
+    """A minority fails for good when the faults stop (the leader may be among it): the rest
+    finish every proposal and converge, thrifty rounds widening past the dead targets."""
+    for options, seeds in ((SimOptions(lost=1), 150), (SimOptions(nodes=5, lost=2), 100)):
+        results = list(run_seeds(range(seeds), options, jobs=2))
+        failed = [r for r in results if not r.ok]
+        assert not failed, failed[0].report
+
+
 # --- it fails when it should ----------------------------------------------------------------
 
 #: Process pauses (SIGSTOP) and clients quick to give up on a silent node: what makes a deposed
@@ -99,7 +108,8 @@ def _first_violation(options: SimOptions) -> tuple[int, str, str]:
     [
         (
             "reply-before-persist",
-            {"acknowledged-in-log", "one-value-per-slot", "promise-monotonic"},
+            # A crash loses what it acknowledged: writes, or what a read must then see.
+            {"acknowledged-in-log", "one-value-per-slot", "promise-monotonic", "read-linearizable"},
             {},
         ),
         ("accept-below-promise", {"one-value-per-slot", "learned-is-chosen"}, {}),
@@ -111,6 +121,8 @@ def _first_violation(options: SimOptions) -> tuple[int, str, str]:
         ("no-step-down", {"leader-without-majority"}, {"clients": 6, "partition": 0.01}),
         # The stability phase's returning follower deposes the leader (seed 6).
         ("no-stickiness", {"disruption"}, {}),
+        # A thrifty round that never widens waits for a target lost for good (seed 6).
+        ("thrifty-narrow", {"liveness"}, {"lost": 1}),
         # A read served by a new leader before its re-proposals are chosen (seed 42).
         ("read-unconfirmed", {"read-linearizable"}, {}),
         ("read-no-floor", {"read-linearizable"}, {}),  # seed 16

@@ -84,6 +84,10 @@ from paxgos.core.messages import (
 from paxgos.core.proposer import Proposer, Round
 from paxgos.core.ready import Committed, Readable, Ready, Rejected
 
+#: Accepts a peer owes answers to that the leader keeps track of (the oldest one's age is
+#: what counts): a dead peer's list stops growing there.
+OWED_KEPT = 64
+
 log = logging.getLogger("paxgos.core")
 
 FOLLOWER = "follower"
@@ -127,6 +131,22 @@ class Config:
     max_queue: int = 50_000
     #: Resend an unanswered Prepare or Accept after this long.
     retry_interval: float = 0.15
+    #: Thrifty phase 2: a round's Accept goes to this node and to the majority-minus-one
+    #: peers that answered Accepts fastest lately, not to every peer, so that each commit
+    #: costs three fsyncs of five nodes rather than five and the other followers' CPU stays
+    #: free; those learn the values from the commit index, by catch-up.  A peer replaces a
+    #: target only once it is usually twice as fast (no flapping, which would make every
+    #: follower catch up), or once the target has owed an answer for longer than that.  A
+    #: round not chosen within ``thrifty_wait`` or twice its slowest target's usual answer
+    #: time goes to every other peer too, and at most every ``thrifty_probe`` one goes to
+    #: every peer, so that the leader knows every peer's answer time.  A round of more than
+    #: ``thrifty_max`` values goes to every peer: under load the leader's core is the limit,
+    #: and per value a catch-up costs it more (a read, a check, an encoding) than a place in
+    #: an Accept it encodes once for all.  Off, every round goes to every peer.
+    thrifty: bool = True
+    thrifty_max: int = 16
+    thrifty_wait: float = 0.002
+    thrifty_probe: float = 0.1
     #: Ask again for a catch-up batch not answered in this long (a big batch takes a while).
     catchup_timeout: float = 1.0
     #: A moved commit index rides on the next Accept; a tick sends it alone (a Learn) only once
@@ -209,6 +229,10 @@ class Node:
         self.acceptor = Acceptor(self.id, stored.promised, dict(stored.accepted), config.horizon)
         self.learner = Learner(self.id, stored.commit)
         self.now = 0.0
+        # The host's latest time, from any input that brings one: it times the peers' answers
+        # (thrifty rounds).  Leases and timers go by ``now``, the last tick's, on purpose: an
+        # answer handled late (after a pause) must not count as recent word from its sender.
+        self.clock = 0.0
         self.role = FOLLOWER
         self.proposer = Proposer(ZERO, self.commit + 1)
         self.seen = ZERO  # the highest ballot that refused or outbid ours
@@ -223,6 +247,7 @@ class Node:
         self.peer_commit: dict[int, int] = {}
         self.rounds_sent = 0  # statistics, for /status and /metrics
         self.values_sent = 0
+        self.rounds_widened = 0  # thrifty rounds sent on to the peers they skipped
         #: Rounds sent by batch size: entry ``k`` counts rounds of ``2**(k-1)+1 .. 2**k``
         #: values (entry 0: one value), up to ``MAX_BATCH``: a histogram the host exports.
         self.round_sizes = [0] * ((MAX_BATCH - 1).bit_length() + 1)
@@ -298,6 +323,12 @@ class Node:
                 "commit_index": commit,
                 "lag": None if commit is None else max(0, self.commit - commit),
                 "reachable": seen is not None and now - seen < timeout,
+                # thrifty rounds (Config.thrifty): whether new rounds go to it, and its usual
+                # time to answer an Accept
+                "target": peer in self.proposer.targets if self.role == LEADER else None,
+                "accept_latency_ms": None
+                if peer not in self.proposer.latency
+                else round(self.proposer.latency[peer] * 1000, 2),
             }
         seen = self.leader_seen_at
         return {
@@ -319,6 +350,7 @@ class Node:
             "rounds_in_flight": len(self.rounds),
             "rounds_sent": self.rounds_sent,
             "values_sent": self.values_sent,
+            "rounds_widened": self.rounds_widened,
             "refused_messages": self.dropped,
             "arrival_rate": round(self.arrival_rate, 1),
             "peer_state": peers,
@@ -394,6 +426,9 @@ class Node:
         than ``min_batch`` values queued, they wait until ``flush_due`` for company; the host
         flushes again then.  Without ``now`` nothing waits."""
         ready = Ready()
+        if now is not None and now > self.clock:
+            self.clock = now
+            self._fall_back(ready)
         if self.proposer.reads_unsent:
             self._send_reads(ready)
         if now is not None:
@@ -405,13 +440,19 @@ class Node:
 
     @property
     def flush_due(self) -> float | None:
-        """When a lingering batch must go (the host calls ``flush(now)`` then), or None."""
-        since = self.proposer.lingering_since
-        return None if since is None else since + self.config.linger
+        """When a lingering batch must go, or a thrifty round go to the other peers too (the
+        host calls ``flush(now)`` then), or None."""
+        term = self.proposer
+        due = None if term.lingering_since is None else term.lingering_since + self.config.linger
+        for rnd in term.rounds.values():
+            if rnd.fallback_at is not None and (due is None or rnd.fallback_at < due):
+                due = rnd.fallback_at
+        return due
 
     def tick(self, now: float) -> Ready:
         """Time is now ``now``: resend what went unanswered, heartbeat, catch up, elect."""
         self.now = now
+        self.clock = max(self.clock, now)
         ready = Ready()
         cfg = self.config
         term = self.proposer
@@ -425,19 +466,26 @@ class Node:
             for rnd in term.rounds.values():
                 if now - rnd.sent_at >= cfg.retry_interval:
                     rnd.sent_at = now
-                    msg = Accept(self.id, term.ballot, rnd.first, rnd.values, self.commit)
-                    ready.messages.extend((p, msg) for p in self._all() if p not in rnd.acks)
+                    self._resend(ready, rnd)
+            self._fall_back(ready)
             # The commit index rides on the next Accept; when none follows within learn_delay
-            # it goes out alone (as a heartbeat does, telling followers the leader is alive).
-            learn = now - term.sent_at >= cfg.heartbeat_interval
+            # it goes out alone (as a heartbeat does, telling followers the leader is alive),
+            # to the peers that lack it (thrifty rounds skip some).
+            late = False
             if term.commit_unsent:
                 if term.commit_unsent_since is None:
                     term.commit_unsent_since = now
-                learn = learn or now - term.commit_unsent_since >= cfg.learn_delay
+                late = now - term.commit_unsent_since >= cfg.learn_delay
+            learn_to = [
+                p
+                for p in self.peers
+                if now - term.peer_sent_at.get(p, term.sent_at) >= cfg.heartbeat_interval
+                or (late and term.told.get(p, 0) < self.commit)
+            ]
             if term.reads and now - term.read_sent_at >= cfg.retry_interval:
                 self._send_reads(ready)  # lost Learns or answers: ask again
-            elif learn:
-                self._broadcast_learn(ready)
+            elif learn_to:
+                self._send_learn(ready, learn_to)
         elif self.election_at is None:
             self._arm_election()
             if self.promised == ZERO and self.id != cfg.initial_leader:
@@ -459,10 +507,13 @@ class Node:
         self._maybe_catch_up(ready)
         return ready
 
-    def step(self, msg: Message) -> Ready:
-        """A message from a peer (or from this node to itself) arrived.  One that fails the
-        bounds of the module docstring is dropped: nothing changes and nothing answers it (the
-        host answers a request with no response as an empty one)."""
+    def step(self, msg: Message, now: float | None = None) -> Ready:
+        """A message from a peer (or from this node to itself) arrived, at ``now`` if the host
+        says (only to time the peers' answers: see ``clock``).  One that fails the bounds of the
+        module docstring is dropped: nothing changes and nothing answers it (the host answers a
+        request with no response as an empty one)."""
+        if now is not None and now > self.clock:
+            self.clock = now
         ready = Ready()
         reason = self._inadmissible(msg)
         if reason is not None:
@@ -826,19 +877,80 @@ class Node:
             first,
             first + len(values) - 1,
         )
-        msg = Accept(self.id, term.ballot, first, values, self.commit)
-        ready.messages.extend((p, msg) for p in self._all())
-        term.commit_unsent = False
-        term.commit_unsent_since = None
-        term.sent_at = self.now
+        rnd = term.rounds[first]
+        targets = self._all() if len(values) > self.config.thrifty_max else self._targets()
+        self._send_accept(ready, rnd, targets)
+        if len(rnd.sent_to) < self.config.nodes:
+            slowest = max(term.latency.get(p, 0.0) for p in targets)
+            rnd.fallback_at = self.clock + max(self.config.thrifty_wait, 2 * slowest)
 
-    def _broadcast_learn(self, ready: Ready, read: int = 0) -> None:
+    def _targets(self) -> list[int]:
+        """The nodes a new round's Accept goes to: every one, or (thrifty) the fastest peers
+        of a majority and this node, the current targets keeping their place until another
+        peer is usually twice as fast, or they owe an answer for longer than that."""
+        cfg = self.config
+        term = self.proposer
+        need = cfg.majority - 1
+        probe = self.clock - term.probed_at >= cfg.thrifty_probe
+        if not cfg.thrifty or need >= len(self.peers) or probe:
+            term.probed_at = self.clock
+            return self._all()
+        now = self.clock
+        current = term.targets
+
+        def slowness(p: int) -> float:
+            usual = term.latency.get(p, 0.0)
+            owed = term.owed.get(p)
+            return max(usual / 2 if p in current else usual, now - owed[0][1] if owed else 0.0)
+
+        term.targets = sorted(self.peers, key=slowness)[:need]
+        return [*term.targets, self.id]
+
+    def _send_accept(self, ready: Ready, rnd: Round, to: list[int]) -> None:
+        """Send ``rnd``'s Accept, with the commit index, to the nodes ``to``."""
+        term = self.proposer
+        msg = Accept(self.id, term.ballot, rnd.first, rnd.values, self.commit)
+        ready.messages.extend((p, msg) for p in to)
+        rnd.sent_to.update(to)
+        for p in to:
+            if p != self.id:
+                owed = term.owed.setdefault(p, deque())
+                if len(owed) < OWED_KEPT:
+                    owed.append((rnd.first, self.clock))
+        self._sent(to)
+
+    def _resend(self, ready: Ready, rnd: Round) -> None:
+        """Send ``rnd`` again to every node that has not accepted it (lost messages or
+        answers, or slow targets)."""
+        rnd.fallback_at = None
+        self._send_accept(ready, rnd, [p for p in self._all() if p not in rnd.acks])
+
+    def _fall_back(self, ready: Ready) -> None:
+        """Send every thrifty round whose wait is over to the peers it skipped."""
+        for rnd in self.proposer.rounds.values():
+            if rnd.fallback_at is not None and self.clock >= rnd.fallback_at:
+                rnd.fallback_at = None
+                self.rounds_widened += 1
+                self._send_accept(ready, rnd, [p for p in self.peers if p not in rnd.sent_to])
+
+    def _sent(self, to: list[int]) -> None:
+        """The nodes ``to`` were just sent the commit index (an Accept or a Learn)."""
+        term = self.proposer
+        for p in to:
+            term.peer_sent_at[p] = self.now
+            term.told[p] = self.commit
+        term.commit_unsent = any(term.told.get(p, 0) < self.commit for p in self.peers)
+        if not term.commit_unsent:
+            term.commit_unsent_since = None
+
+    def _send_learn(self, ready: Ready, to: list[int], read: int = 0) -> None:
         term = self.proposer
         learn = Learn(self.id, term.ballot, self.commit, read)
-        ready.messages.extend((p, learn) for p in self.peers)
-        term.commit_unsent = False
-        term.commit_unsent_since = None
-        term.sent_at = self.now
+        ready.messages.extend((p, learn) for p in to)
+        self._sent(to)
+
+    def _broadcast_learn(self, ready: Ready, read: int = 0) -> None:
+        self._send_learn(ready, self.peers, read)
 
     def _send_reads(self, ready: Ready) -> None:
         """A Learn numbered ``read_seq`` for every read that arrived before it: an echo of this
@@ -877,6 +989,7 @@ class Node:
         if self.role != LEADER or msg.ballot != term.ballot:
             return
         self._heard_peer(msg.sender, msg.commit)
+        self._answered(msg.sender, msg.first)
         rnd = term.rounds.get(msg.first)
         if rnd is None or len(rnd.values) != msg.count:
             return
@@ -895,6 +1008,22 @@ class Node:
         for offset, value in enumerate(rnd.values):
             self.learner.chosen(rnd.first + offset, value)
         self._apply(ready)
+
+    def _answered(self, peer: int, first: int) -> None:
+        """``peer`` accepted the round at slot ``first``: it owes nothing sent before it, and
+        the time it took goes into its moving average (a quarter weight), even if the round
+        was chosen without it."""
+        term = self.proposer
+        owed = term.owed.get(peer)
+        sent_at = None
+        while owed and owed[0][0] <= first:
+            slot, at = owed.popleft()
+            if slot == first and sent_at is None:
+                sent_at = at
+        if sent_at is not None:
+            seconds = self.clock - sent_at
+            before = term.latency.get(peer)
+            term.latency[peer] = seconds if before is None else before + (seconds - before) / 4
 
     # --- learner ------------------------------------------------------------------------------
 

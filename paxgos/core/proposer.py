@@ -23,6 +23,10 @@ class Round:
     values: tuple[Value, ...]
     sent_at: float
     acks: set[int] = field(default_factory=set)
+    #: The nodes its Accept went to (thrifty: this node and the fastest peers of a majority).
+    sent_to: set[int] = field(default_factory=set)
+    #: When it goes to every other peer too, if not chosen by then (None: it already has).
+    fallback_at: float | None = None
 
 
 class Proposer:
@@ -40,9 +44,18 @@ class Proposer:
         self.requests: dict[int, int] = {}  # slot -> client request proposed there
         self.next_slot = next_slot
         self.lingering_since: float | None = None  # a small first batch waits since then
-        self.commit_unsent = False  # commit index moved since the last Accept/Learn
+        self.commit_unsent = False  # some peer has not been sent the commit index
         self.commit_unsent_since: float | None = None  # the first tick that found it so
-        self.sent_at = now  # last Accept or Learn broadcast
+        self.sent_at = now  # when this ballot began (every peer counts as sent to then)
+        self.peer_sent_at: dict[int, float] = {}  # per peer, its last Accept or Learn
+        self.told: dict[int, int] = {}  # per peer, the commit index it was last sent
+        # thrifty phase 2 (Config.thrifty): per peer, the usual time from an Accept to its
+        # answer (a moving average) and the Accepts it has not answered, (first slot, sent
+        # at), oldest first; and the peers of the last thrifty round
+        self.latency: dict[int, float] = {}
+        self.owed: dict[int, deque[tuple[int, float]]] = {}
+        self.targets: list[int] = []
+        self.probed_at = float("-inf")  # the last round sent to every peer
         # read index: reads waiting for the next Learn, (request, slot); reads sent with the
         # Learn numbered ``seq``, (seq, request, slot), in order; per peer, the highest
         # ``read`` it echoed; and slots a new leader re-proposed, which every read must cover

@@ -237,10 +237,14 @@ class NodeHost:
     def input(self, ready: Ready, respond: Respond | None = None) -> None:
         """Release ``ready`` once durable, and end the turn with a ``flush`` (see core)."""
         self._submit(ready, respond)
-        # Only a leader with queued proposals or reads has anything to flush (see Node.flush).
-        if self.node.flush_wanted and not self._flush_scheduled:
-            self._flush_scheduled = True
-            IOLoop.current().add_callback(self._flush)
+        # Only a leader with queued proposals or reads has anything to flush (see Node.flush),
+        # or one whose thrifty round waits for its targets (Node.flush_due).
+        if self.node.flush_wanted:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                IOLoop.current().add_callback(self._flush)
+        elif self._linger_timer is None:
+            self._arm_flush()
 
     def deliver(self, msg: Message, respond: Respond) -> None:
         """Hand a peer's message to the core; ``respond`` is called once with the response
@@ -249,7 +253,7 @@ class NodeHost:
         if self.failed:
             respond(StorageFailed(self.failed))
         else:
-            self.input(self.node.step(msg), respond)
+            self.input(self.node.step(msg, self.now()), respond)
 
     def deliver_future(self, msg: Message) -> asyncio.Future[Any]:
         """``deliver`` for coroutines: the future gets the response message (or the error)."""
@@ -260,7 +264,7 @@ class NodeHost:
     def _receive(self, reply: Message) -> None:
         """A peer's valid reply (or our own), from the transport, into the core."""
         if self.failed is None:
-            self.input(self.node.step(reply))
+            self.input(self.node.step(reply, self.now()))
 
     async def _local(self, msg: Message) -> Message | None:
         """A message this node sends itself, handled as a peer would (faults included)."""
@@ -366,10 +370,14 @@ class NodeHost:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._submit(self.node.flush(self.now()), None)
+        if self._linger_timer is None:
+            self._arm_flush()
+
+    def _arm_flush(self) -> None:
+        # A small batch lingers (see Config.min_batch), or a thrifty round waits for its
+        # targets (Config.thrifty): flush again when it is due.
         due = self.node.flush_due
-        if due is not None and self._linger_timer is None:
-            # A small batch lingers (see Config.min_batch): flush again when it is due, if more
-            # proposals have not filled it before then.
+        if due is not None:
             loop = IOLoop.current()
             self._linger_timer = loop.call_later(max(0.0, due - self.now()), self._lingered)
 

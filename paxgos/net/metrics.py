@@ -63,6 +63,11 @@ class NodeCollector(Collector):
             node.commit - host.start_commit,
         )  # fmt: skip
         yield counter("rounds", "Accept rounds (phase 2a batches) this node sent", node.rounds_sent)
+        yield counter(
+            "rounds_widened",
+            "Thrifty rounds sent on to the peers they skipped, a target being late",
+            node.rounds_widened,
+        )
         # Node.round_sizes[k] counts rounds of 2**(k-1)+1 .. 2**k values: le = 2**k.
         sizes = node.round_sizes
         batch = HistogramMetricFamily(

@@ -59,6 +59,7 @@ class NodeOptions:
     min_batch: int = Config.min_batch
     linger: float = Config.linger
     linger_fill: float = Config.linger_fill
+    thrifty: bool = Config.thrifty
     election_timeout: float = Config.election_timeout
     #: The cluster secret's file (``None``: ``DATA_DIR/secret``); see ``paxgos.net.auth``.
     secret_file: str | None = None
@@ -209,6 +210,7 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         min_batch=options.min_batch,
         linger=options.linger,
         linger_fill=options.linger_fill,
+        thrifty=options.thrifty,
         election_timeout=options.election_timeout,
         seed=int.from_bytes(os.urandom(8), "big"),  # this node's election timer draws
     )

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crash", type=float, default=d.crash, help="per-step probability")
     p.add_argument("--max-down", type=int, default=d.max_down, help="most nodes down at once")
     p.add_argument(
+        "--lost", type=int, default=d.lost, help="nodes (a minority) failing for good at the heal"
+    )
+    p.add_argument(
         "--hostile", type=float, default=d.hostile, help="per-step probability of a forgery"
     )
     p.add_argument(
@@ -96,6 +99,7 @@ def options_from(ns: argparse.Namespace) -> SimOptions:
         partition=ns.partition,
         crash=ns.crash,
         max_down=ns.max_down,
+        lost=ns.lost,
         hostile=ns.hostile,
         pause=ns.pause,
         client_timeout=ns.client_timeout,

@@ -11,6 +11,8 @@ Each variant subclasses the real ``paxgos.core.Node`` (or its acceptor) and brea
 - ``ballot-unpersisted``: a candidate that campaigns without persisting its own promise (a
   restart may reuse the ballot);
 - ``no-step-down``: a leader that keeps taking proposals after losing its majority;
+- ``thrifty-narrow``: a leader that sends each thrifty round only to the peers it first chose,
+  never widening it to the others when one of them is late;
 - ``no-stickiness``: acceptors promise any higher ballot although a live leader is known, so a
   node back from a partition deposes a healthy leader;
 - ``read-unconfirmed``: a leader that serves a read at its commit index at once, without a
@@ -30,6 +32,7 @@ from dataclasses import replace
 from paxgos.core import LEADER, ZERO, Ballot, Config, Node, Persist, Readable, Ready, StoredState
 from paxgos.core.acceptor import Acceptor
 from paxgos.core.messages import Accept, Accepted, Message
+from paxgos.core.proposer import Round
 
 NodeFactory = Callable[[Config, "StoredState | None"], Node]
 
@@ -47,8 +50,8 @@ class ReplyBeforePersistNode(Node):
             ready.persist = Persist()
         return ready
 
-    def step(self, msg: Message) -> Ready:
-        return self._defer(super().step(msg))
+    def step(self, msg: Message, now: float | None = None) -> Ready:
+        return self._defer(super().step(msg, now))
 
     def propose(self, request: int, value: int) -> Ready:
         return self._defer(super().propose(request, value))
@@ -129,6 +132,19 @@ class NoStepDownNode(Node):
         return False
 
 
+class ThriftyNarrowNode(Node):
+    """Sends each thrifty round only ever to its first targets: never to the other peers when
+    one is late, nor on retries, so one crashed target stalls the log."""
+
+    def _fall_back(self, ready: Ready) -> None:
+        for rnd in self.proposer.rounds.values():
+            if rnd.fallback_at is not None and self.clock >= rnd.fallback_at:
+                rnd.fallback_at = None  # its wait is over, and it goes nowhere else
+
+    def _resend(self, ready: Ready, rnd: Round) -> None:
+        self._send_accept(ready, rnd, [p for p in rnd.sent_to if p not in rnd.acks])
+
+
 class ReadUnconfirmedNode(Node):
     """Serves reads at its commit index without asking anyone (a lease read with no lease)."""
 
@@ -184,6 +200,7 @@ VARIANTS: dict[str, NodeFactory] = {
     "noop-fill-leader": NoopFillLeaderNode,
     "ballot-unpersisted": BallotUnpersistedNode,
     "no-step-down": NoStepDownNode,
+    "thrifty-narrow": ThriftyNarrowNode,
     "no-stickiness": no_stickiness,
     "read-unconfirmed": ReadUnconfirmedNode,
     "read-no-floor": ReadNoFloorNode,

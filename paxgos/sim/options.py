@@ -37,6 +37,9 @@ class SimOptions:
     client_timeout: float = 2.0
     #: Most nodes down at once (``None``: all but one).
     max_down: int | None = None
+    #: Nodes (at most a minority, the leader among the candidates) that fail for good when the
+    #: faults stop: the rest must finish every proposal and converge without them.
+    lost: int = 0
     #: Probability per step that the nemesis forges a message (``paxgos.sim.hostile``).
     hostile: float = 0.0
     #: Simulated seconds the healed cluster gets to finish every proposal and converge.

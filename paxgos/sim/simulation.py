@@ -136,6 +136,13 @@ class Simulation:
         # Half the seeds defer chosen-only writes to the next write or tick, as the real host
         # does (paxgos.core.ready, rule 4): a crash then loses chosen entries it had learned.
         self.defer_chosen = random.Random(seed ^ 0x64656665).random() < 0.5
+        # Two seeds in three send each round to the fastest majority only (Config.thrifty, the
+        # nodes' default), with a fallback wait and a probe interval of their own.
+        thrifty_rng = random.Random(seed ^ 0x74687269)
+        thrifty = thrifty_rng.random() < 2 / 3
+        thrifty_wait = thrifty_rng.choice((0.002, 0.02))
+        thrifty_probe = thrifty_rng.choice((0.1, 1.0))
+        thrifty_max = thrifty_rng.choice((1, 2, 1024))
         # Each node's writes and releases follow the host's own rules (paxgos.core.release);
         # a token is the peer a response goes to.
         self.pipelines = [Pipeline[int](self.defer_chosen) for _ in range(n)]
@@ -151,6 +158,10 @@ class Simulation:
                 min_batch=min_batch,
                 linger=0.005,
                 linger_fill=linger_fill,
+                thrifty=thrifty,
+                thrifty_wait=thrifty_wait,
+                thrifty_probe=thrifty_probe,
+                thrifty_max=thrifty_max,
                 seed=timers.randrange(2**32),
             )
             for i in range(n)
@@ -236,16 +247,26 @@ class Simulation:
         for i in range(self.options.nodes):
             if self.nodes[i] is None:
                 self._restart(i)
+        count = self._lost()
+        lost = self.rng.sample(range(self.options.nodes), count) if count else []
+        for i in lost:
+            self._crash(i, restart=False)
         self._update_cuts()
         self.clients.heal()
         self._run_until_converged()
-        self._stability_phase()
+        if not lost:  # cutting one more node off could leave no majority
+            self._stability_phase()
         for i in range(self.options.nodes):
             pending = self.pipelines[i].pending()
             if pending:  # writes a tick would make next (and a clean stop makes)
                 self.stores[i].apply(pending)
-        logs = {i: store.chosen for i, store in enumerate(self.stores)}
+        logs = {i: store.chosen for i, store in enumerate(self.stores) if i not in lost}
         self.checker.final_logs(logs)
+
+    def _lost(self) -> int:
+        """How many nodes fail for good: ``options.lost``, but never a majority."""
+        n = self.options.nodes
+        return max(0, min(self.options.lost, n - (n // 2 + 1)))
 
     def _run_until_converged(self) -> None:
         deadline = self.scheduler.now + int(self.options.heal_time * 1e6)
@@ -304,7 +325,8 @@ class Simulation:
         leader = None if i is None else self.nodes[i]
         if leader is None or leader.rounds or leader.queue:
             return False
-        return all(node is not None and node.commit == leader.commit for node in self.nodes)
+        # Every live node (the lost ones excepted: every other is up by now).
+        return all(node.commit == leader.commit for node in self.nodes if node is not None)
 
     def _update_cuts(self) -> None:
         """Note which nodes cannot reach a majority (themselves included) from now on."""
@@ -390,7 +412,7 @@ class Simulation:
             self._send(dst, src, reply)
             return
         commit = node.commit
-        ready = node.step(msg)
+        ready = node.step(msg, self.scheduler.now / 1e6)
         if type(msg) is Accept and ready.response is not None and ready.response.ok:
             self.checker.accepted(dst, msg.ballot, msg.first, msg.values, commit)
         # A request is owed an answer (an HTTP response, even an empty one), as on the host.
@@ -536,6 +558,11 @@ class Simulation:
         i = self.last_node
         if self.nodes[i] is None or rng.random() < 0.5:
             i = rng.choice([i for i, node in enumerate(self.nodes) if node is not None])
+        self._crash(i)
+
+    def _crash(self, i: int, restart: bool = True) -> None:
+        """Node ``i`` dies, and (``restart``) comes back after a while."""
+        rng = self.rng
         self.nodes[i] = None
         self.pipelines[i] = Pipeline[int](self.defer_chosen)  # writes it never made
         self.incarnation[i] += 1
@@ -553,6 +580,8 @@ class Simulation:
             self.clients.failed(cid, requests)
         # Quick restarts (a supervisor bringing the process straight back) meet the messages the
         # dead incarnation left in flight; slow ones leave the cluster a minority short.
+        if not restart:
+            return
         quick = rng.random() < 0.5
         downtime = rng.randint(1_000, 30_000) if quick else rng.randint(30_000, 800_000)
         self.scheduler.after(downtime, RESTART, i, self.incarnation[i])
