@@ -72,10 +72,12 @@ def test_every_node_counts_the_commits_rounds_and_fsyncs_of_a_real_cluster(
     assert 0 < value(ours, "paxgos_proposal_duration_seconds_sum") < proposed * 5.0
     assert value(ours, "paxgos_elections_total") >= 1
     assert value(ours, "paxgos_proposal_queue_length") == 0
-    for peer in range(5):
-        if peer == leader:
-            continue
-        assert value(ours, "paxgos_peer_messages_sent_total", to=str(peer)) >= rounds
+    # Every round reaches at least the two followers of a majority (thrifty rounds skip the
+    # other two, which still get Learns).
+    peers = [peer for peer in range(5) if peer != leader]
+    sent = [value(ours, "paxgos_peer_messages_sent_total", to=str(peer)) for peer in peers]
+    assert sum(sent) >= 2 * rounds and min(sent) > 0, sent
+    for peer in peers:
         assert value(ours, "paxgos_peer_round_trip_time_seconds_count", to=str(peer)) > 0
         assert value(ours, "paxgos_peer_messages_dropped_total", to=str(peer)) == 0
         assert value(scraped[peer], "paxgos_rounds_total") == 0

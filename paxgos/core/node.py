@@ -229,9 +229,10 @@ class Node:
         self.acceptor = Acceptor(self.id, stored.promised, dict(stored.accepted), config.horizon)
         self.learner = Learner(self.id, stored.commit)
         self.now = 0.0
-        # The host's latest time, from any input that brings one: it times the peers' answers
-        # (thrifty rounds).  Leases and timers go by ``now``, the last tick's, on purpose: an
-        # answer handled late (after a pause) must not count as recent word from its sender.
+        # The host's latest time, from any input that brings one: thrifty rounds go by it (the
+        # peers' answer times, when a round widens, when to probe).  Leases and timers go by
+        # ``now``, the last tick's, on purpose: an answer handled late (after a pause) must not
+        # count as recent word from its sender.
         self.clock = 0.0
         self.role = FOLLOWER
         self.proposer = Proposer(ZERO, self.commit + 1)
@@ -325,7 +326,7 @@ class Node:
                 "reachable": seen is not None and now - seen < timeout,
                 # thrifty rounds (Config.thrifty): whether new rounds go to it, and its usual
                 # time to answer an Accept
-                "target": peer in self.proposer.targets if self.role == LEADER else None,
+                "target": peer in self.proposer.targets if self._thrifty() else None,
                 "accept_latency_ms": None
                 if peer not in self.proposer.latency
                 else round(self.proposer.latency[peer] * 1000, 2),
@@ -426,8 +427,8 @@ class Node:
         than ``min_batch`` values queued, they wait until ``flush_due`` for company; the host
         flushes again then.  Without ``now`` nothing waits."""
         ready = Ready()
-        if now is not None and now > self.clock:
-            self.clock = now
+        if now is not None:
+            self.clock = max(self.clock, now)
             self._fall_back(ready)
         if self.proposer.reads_unsent:
             self._send_reads(ready)
@@ -509,7 +510,7 @@ class Node:
 
     def step(self, msg: Message, now: float | None = None) -> Ready:
         """A message from a peer (or from this node to itself) arrived, at ``now`` if the host
-        says (only to time the peers' answers: see ``clock``).  One that fails the bounds of the
+        says (thrifty rounds go by it: see ``clock``).  One that fails the bounds of the
         module docstring is dropped: nothing changes and nothing answers it (the host answers a
         request with no response as an empty one)."""
         if now is not None and now > self.clock:
@@ -785,6 +786,8 @@ class Node:
             if msg.promised > term.ballot:
                 self._become_follower(msg.promised, ready)  # outbid
                 return
+            if msg.sender in term.promises:
+                return  # a late answer to an earlier Prepare: it has promised since
             term.refused.add(msg.sender)  # it still hears from a live leader
             if len(term.refused) > self.config.nodes - self.config.majority:
                 self._become_follower(ZERO, ready)
@@ -878,11 +881,24 @@ class Node:
             first + len(values) - 1,
         )
         rnd = term.rounds[first]
-        targets = self._all() if len(values) > self.config.thrifty_max else self._targets()
+        if len(values) > self.config.thrifty_max:
+            term.probed_at = self.clock  # every peer hears it: as good as a probe
+            targets = self._all()
+        else:
+            targets = self._targets()
         self._send_accept(ready, rnd, targets)
         if len(rnd.sent_to) < self.config.nodes:
             slowest = max(term.latency.get(p, 0.0) for p in targets)
             rnd.fallback_at = self.clock + max(self.config.thrifty_wait, 2 * slowest)
+
+    def _thrifty(self) -> bool:
+        """Whether this node's small rounds skip peers (it leads, with more than one peer to
+        spare)."""
+        return (
+            self.config.thrifty
+            and self.role == LEADER
+            and self.config.majority - 1 < len(self.peers)
+        )
 
     def _targets(self) -> list[int]:
         """The nodes a new round's Accept goes to: every one, or (thrifty) the fastest peers
@@ -891,8 +907,7 @@ class Node:
         cfg = self.config
         term = self.proposer
         need = cfg.majority - 1
-        probe = self.clock - term.probed_at >= cfg.thrifty_probe
-        if not cfg.thrifty or need >= len(self.peers) or probe:
+        if not self._thrifty() or self.clock - term.probed_at >= cfg.thrifty_probe:
             term.probed_at = self.clock
             return self._all()
         now = self.clock

@@ -181,6 +181,7 @@ class NodeHost:
         self._request_ids = itertools.count(1)
         self._flush_scheduled = False
         self._linger_timer: object | None = None
+        self._flush_at = 0.0  # when the timer above fires
         # When to write and what each write releases: the core's rules (paxgos.core.release).
         self.pipeline: Pipeline[Respond] = Pipeline(defer_chosen=store.durable)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-write")
@@ -243,7 +244,7 @@ class NodeHost:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 IOLoop.current().add_callback(self._flush)
-        elif self._linger_timer is None:
+        else:
             self._arm_flush()
 
     def deliver(self, msg: Message, respond: Respond) -> None:
@@ -370,16 +371,20 @@ class NodeHost:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._submit(self.node.flush(self.now()), None)
-        if self._linger_timer is None:
-            self._arm_flush()
+        self._arm_flush()
 
     def _arm_flush(self) -> None:
         # A small batch lingers (see Config.min_batch), or a thrifty round waits for its
-        # targets (Config.thrifty): flush again when it is due.
+        # targets (Config.thrifty): flush again when it is due, moving the timer earlier if
+        # something new is due sooner than it.
         due = self.node.flush_due
-        if due is not None:
-            loop = IOLoop.current()
-            self._linger_timer = loop.call_later(max(0.0, due - self.now()), self._lingered)
+        if due is None or (self._linger_timer is not None and due >= self._flush_at):
+            return
+        loop = IOLoop.current()
+        if self._linger_timer is not None:
+            loop.remove_timeout(self._linger_timer)
+        self._flush_at = due
+        self._linger_timer = loop.call_later(max(0.0, due - self.now()), self._lingered)
 
     def _lingered(self) -> None:
         self._linger_timer = None

@@ -176,7 +176,9 @@ class Simulation:
         self.stores = [MemoryStore() for _ in range(n)]
         self.nodes: list[Node | None] = [None] * n
         self.incarnation = [0] * n
-        self.flush_timers: set[int] = set()  # nodes with a FLUSH event pending
+        # Per node, when its pending FLUSH event fires (as the host's one timer: an earlier due
+        # time moves it, and the event it replaces is ignored).
+        self.flush_at: dict[int, int] = {}
         self.requests: list[dict[int, int]] = [{} for _ in range(n)]  # request -> client
         self.clients = Clients(
             opts.clients,
@@ -385,8 +387,13 @@ class Simulation:
             if self.nodes[a] is None and self.incarnation[a] == b:
                 self._restart(a)
         elif kind == FLUSH:
-            self.flush_timers.discard(a)
-            if self.nodes[a] is not None and self.incarnation[a] == b:
+            # One replaced by an earlier one that has fired is ignored (a pause delays both).
+            due = self.flush_at.get(a)
+            if due is not None and self.scheduler.now >= due:
+                del self.flush_at[a]
+            else:
+                a = None
+            if a is not None and self.nodes[a] is not None and self.incarnation[a] == b:
                 self.last_node = a
                 self._flush(a)
         elif kind == HEAL_PARTITION:
@@ -455,10 +462,13 @@ class Simulation:
         assert node is not None
         self._apply(i, node.flush(self.scheduler.now / 1e6), i)
         due = node.flush_due
-        if due is not None and i not in self.flush_timers:
-            self.flush_timers.add(i)
-            # Strictly after the due time, whatever the float rounding: at it, it still waits.
-            delay = max(1, math.ceil(due * 1e6) - self.scheduler.now + 1)
+        if due is None:
+            return
+        # Strictly after the due time, whatever the float rounding: at it, it still waits.
+        delay = max(1, math.ceil(due * 1e6) - self.scheduler.now + 1)
+        at = self.scheduler.now + delay
+        if at < self.flush_at.get(i, at + 1):
+            self.flush_at[i] = at
             self.scheduler.after(delay, FLUSH, i, self.incarnation[i])
 
     def _apply(self, i: int, ready: Ready, reply_to: int, answering: bool = False) -> None:
@@ -503,7 +513,10 @@ class Simulation:
         now = self.scheduler.now
         if now < self.paused_until[i] + RESUME_TICK_US:
             return  # a node back from a pause handles its backlog before its timer tells it
-        bound = self.lease_bound + (600_000 if now - self.last_crash < 600_000 else 0)
+        # A crashed peer's replies may arrive up to 600 ms after the crash, each renewing the
+        # lease in full: the bound stretches by that much until such a renewal has run out.
+        late = now - self.last_crash < 600_000 + self.lease_bound
+        bound = self.lease_bound + (600_000 if late else 0)
         if since is not None and now - since > bound:
             raise Violation(
                 "leader-without-majority",
@@ -540,7 +553,7 @@ class Simulation:
         self._apply(i, node.tick(self.scheduler.now / 1e6), i)
         if i == self.initial_leader:  # as the real host does at boot
             self._apply(i, node.campaign(), i)
-        self.flush_timers.discard(i)
+        self.flush_at.pop(i, None)
         self._flush(i)
         self.scheduler.after(self.rng.randint(0, 10_000), TICK, i, self.incarnation[i])
 
