@@ -8,7 +8,7 @@ Inputs are method calls, each returning a ``Ready`` (see ``paxgos.core.ready``):
   the read must see, once a majority has confirmed this node still leads);
 - ``flush(now)``: the end of an event-loop turn: cut the queued proposals into one Accept batch
   (a small first batch may linger until ``flush_due`` for more values: ``Config.min_batch``);
-- ``step(message)``: a peer's message arrived;
+- ``step(message, now)``: a peer's message arrived (``now``, optional, times thrifty rounds);
 - ``tick(now)``: time passed (retransmissions, heartbeats, catch-up, elections).
 
 Nothing here reads a clock, a socket or a file: time only arrives through ``tick`` and
@@ -473,14 +473,14 @@ class Node:
             # it goes out alone (as a heartbeat does, telling followers the leader is alive),
             # to the peers that lack it (thrifty rounds skip some).
             late = False
-            if term.commit_unsent:
+            if self._commit_unsent():
                 if term.commit_unsent_since is None:
                     term.commit_unsent_since = now
                 late = now - term.commit_unsent_since >= cfg.learn_delay
             learn_to = [
                 p
                 for p in self.peers
-                if now - term.peer_sent_at.get(p, term.sent_at) >= cfg.heartbeat_interval
+                if now - term.peer_sent_at.get(p, term.began_at) >= cfg.heartbeat_interval
                 or (late and term.told.get(p, 0) < self.commit)
             ]
             if term.reads and now - term.read_sent_at >= cfg.retry_interval:
@@ -513,8 +513,8 @@ class Node:
         says (thrifty rounds go by it: see ``clock``).  One that fails the bounds of the
         module docstring is dropped: nothing changes and nothing answers it (the host answers a
         request with no response as an empty one)."""
-        if now is not None and now > self.clock:
-            self.clock = now
+        if now is not None:
+            self.clock = max(self.clock, now)
         ready = Ready()
         reason = self._inadmissible(msg)
         if reason is not None:
@@ -869,7 +869,7 @@ class Node:
         term = self.proposer
         first = term.next_slot
         term.next_slot += len(values)
-        term.rounds[first] = Round(first, values, self.now)
+        rnd = term.rounds[first] = Round(first, values, self.now)
         self.rounds_sent += 1
         self.values_sent += len(values)
         self.round_sizes[min((len(values) - 1).bit_length(), len(self.round_sizes) - 1)] += 1
@@ -880,12 +880,7 @@ class Node:
             first,
             first + len(values) - 1,
         )
-        rnd = term.rounds[first]
-        if len(values) > self.config.thrifty_max:
-            term.probed_at = self.clock  # every peer hears it: as good as a probe
-            targets = self._all()
-        else:
-            targets = self._targets()
+        targets = self._targets(len(values))
         self._send_accept(ready, rnd, targets)
         if len(rnd.sent_to) < self.config.nodes:
             slowest = max(term.latency.get(p, 0.0) for p in targets)
@@ -900,14 +895,16 @@ class Node:
             and self.config.majority - 1 < len(self.peers)
         )
 
-    def _targets(self) -> list[int]:
-        """The nodes a new round's Accept goes to: every one, or (thrifty) the fastest peers
-        of a majority and this node, the current targets keeping their place until another
-        peer is usually twice as fast, or they owe an answer for longer than that."""
+    def _targets(self, count: int) -> list[int]:
+        """The nodes a new round of ``count`` values goes to: every one (a large round, or a
+        probe), or (thrifty) the fastest peers of a majority and this node, the current targets
+        keeping their place until another peer is usually twice as fast, or they owe an answer
+        for longer than that."""
         cfg = self.config
         term = self.proposer
         need = cfg.majority - 1
-        if not self._thrifty() or self.clock - term.probed_at >= cfg.thrifty_probe:
+        probe = self.clock - term.probed_at >= cfg.thrifty_probe
+        if not self._thrifty() or count > cfg.thrifty_max or probe:
             term.probed_at = self.clock
             return self._all()
         now = self.clock
@@ -954,9 +951,13 @@ class Node:
         for p in to:
             term.peer_sent_at[p] = self.now
             term.told[p] = self.commit
-        term.commit_unsent = any(term.told.get(p, 0) < self.commit for p in self.peers)
-        if not term.commit_unsent:
+        if not self._commit_unsent():
             term.commit_unsent_since = None
+
+    def _commit_unsent(self) -> bool:
+        """Whether some peer has not been sent the commit index yet."""
+        told = self.proposer.told
+        return any(told.get(p, 0) < self.commit for p in self.peers)
 
     def _send_learn(self, ready: Ready, to: list[int], read: int = 0) -> None:
         term = self.proposer
@@ -1055,9 +1056,7 @@ class Node:
                 ready.outcomes.append(Committed(request, slot, value))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("node %d: learned slots %d..%d", self.id, applied[0][0], self.commit)
-        if self.role == LEADER:
-            term.commit_unsent = True
-        elif self.role == CANDIDATE and 0 < term.awaiting_commit <= self.commit:
+        if self.role == CANDIDATE and 0 < term.awaiting_commit <= self.commit:
             self._become_leader(ready)
 
     def _learn_commit(self, ballot: Ballot, commit: int, source: int, ready: Ready) -> None:

@@ -44,9 +44,8 @@ class Proposer:
         self.requests: dict[int, int] = {}  # slot -> client request proposed there
         self.next_slot = next_slot
         self.lingering_since: float | None = None  # a small first batch waits since then
-        self.commit_unsent = False  # some peer has not been sent the commit index
-        self.commit_unsent_since: float | None = None  # the first tick that found it so
-        self.sent_at = now  # when this ballot began (every peer counts as sent to then)
+        self.commit_unsent_since: float | None = None  # first tick to find a peer not told
+        self.began_at = now  # every peer counts as sent to then
         self.peer_sent_at: dict[int, float] = {}  # per peer, its last Accept or Learn
         self.told: dict[int, int] = {}  # per peer, the commit index it was last sent
         # thrifty phase 2 (Config.thrifty): per peer, the usual time from an Accept to its

@@ -180,8 +180,8 @@ class NodeHost:
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._request_ids = itertools.count(1)
         self._flush_scheduled = False
-        self._linger_timer: object | None = None
-        self._flush_at = 0.0  # when the timer above fires
+        self._flush_timer: object | None = None
+        self._flush_at = 0.0  # when it fires: Node.flush_due (a linger, a thrifty widening)
         # When to write and what each write releases: the core's rules (paxgos.core.release).
         self.pipeline: Pipeline[Respond] = Pipeline(defer_chosen=store.durable)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="paxgos-write")
@@ -217,9 +217,9 @@ class NodeHost:
             self._ticker.stop()
         if self._housekeeper is not None:
             self._housekeeper.stop()
-        if self._linger_timer is not None:
-            IOLoop.current().remove_timeout(self._linger_timer)
-            self._linger_timer = None
+        if self._flush_timer is not None:
+            IOLoop.current().remove_timeout(self._flush_timer)
+            self._flush_timer = None
         self.transport.close()
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
@@ -378,16 +378,16 @@ class NodeHost:
         # targets (Config.thrifty): flush again when it is due, moving the timer earlier if
         # something new is due sooner than it.
         due = self.node.flush_due
-        if due is None or (self._linger_timer is not None and due >= self._flush_at):
+        if due is None or (self._flush_timer is not None and due >= self._flush_at):
             return
         loop = IOLoop.current()
-        if self._linger_timer is not None:
-            loop.remove_timeout(self._linger_timer)
+        if self._flush_timer is not None:
+            loop.remove_timeout(self._flush_timer)
         self._flush_at = due
-        self._linger_timer = loop.call_later(max(0.0, due - self.now()), self._lingered)
+        self._flush_timer = loop.call_later(max(0.0, due - self.now()), self._timer_flush)
 
-    def _lingered(self) -> None:
-        self._linger_timer = None
+    def _timer_flush(self) -> None:
+        self._flush_timer = None
         self._flush()
 
     def now(self) -> float:

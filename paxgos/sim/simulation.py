@@ -391,11 +391,9 @@ class Simulation:
             due = self.flush_at.get(a)
             if due is not None and self.scheduler.now >= due:
                 del self.flush_at[a]
-            else:
-                a = None
-            if a is not None and self.nodes[a] is not None and self.incarnation[a] == b:
-                self.last_node = a
-                self._flush(a)
+                if self.nodes[a] is not None and self.incarnation[a] == b:
+                    self.last_node = a
+                    self._flush(a)
         elif kind == HEAL_PARTITION:
             if self.partitions == a and self.network.groups is not None:
                 self.network.groups = None

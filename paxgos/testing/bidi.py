@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import re
 import subprocess
@@ -42,7 +43,7 @@ class Firefox:
         self.proc: subprocess.Popen[str] | None = None
         self.loop = asyncio.new_event_loop()
         self.ws: WebSocketClientConnection | None = None
-        self.ids = iter(range(1, 1 << 62))
+        self.ids = itertools.count(1)
         self.context = ""
         #: JavaScript errors the page raised (``log.entryAdded`` of type javascript).
         self.errors: list[str] = []
