@@ -184,8 +184,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "--pipeline-batch",
         type=positive,
         default=NODE.pipeline_batch,
-        help="a batch beyond the first in flight waits to hold this many values "
-        f"(default {NODE.pipeline_batch})",
+        help="a batch beyond the first in flight waits to hold as many values as those in "
+        f"flight, or this many (default {NODE.pipeline_batch})",
     )
     parser.add_argument(
         "--min-batch",

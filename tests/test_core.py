@@ -240,19 +240,44 @@ def test_proposals_queued_before_one_flush_go_out_in_one_accept() -> None:
     assert [o.slot for o in c.committed()] == [1, 2, 3]
 
 
-def test_small_batches_wait_for_the_round_in_flight() -> None:
-    c = Cluster(3, {"pipeline_batch": 3})
-    c.propose(0, [1])
+def accept_rounds(c: Cluster) -> list[tuple[int, tuple[Value, ...]]]:
+    """The distinct Accept rounds sent so far, (first slot, values), in slot order."""
+    return sorted({(m.first, m.values) for _, _, m in of_type(c.net, Accept)})
+
+
+def test_a_round_beyond_the_first_waits_to_match_the_rounds_in_flight() -> None:
+    """While rounds are in flight, the next waits until it holds as many values as they do
+    together: a few clients pipeline (their round overlaps the one in flight) without
+    splitting into ever smaller rounds."""
+    c = Cluster(3, {"pipeline_batch": 64})
+    c.propose(0, [1, 2, 3])
     c.flush(0)
-    c.propose(0, [2, 3], 2)
-    c.flush(0)  # two values, a round in flight: they wait ...
-    assert sorted(m.first for _, _, m in of_type(c.net, Accept)) == [1, 1, 1]
-    c.propose(0, [4], 4)
+    c.propose(0, [4, 5], 4)
+    c.flush(0)  # two values, three in flight: they wait ...
+    assert accept_rounds(c) == [(1, (1, 2, 3))]
+    c.propose(0, [6], 6)
     c.flush(0)  # ... until there are three of them
-    assert sorted({(m.first, m.values) for _, _, m in of_type(c.net, Accept)}) == [
-        (1, (1,)),
-        (2, (2, 3, 4)),
-    ]
+    assert accept_rounds(c) == [(1, (1, 2, 3)), (4, (4, 5, 6))]
+    c.propose(0, [7, 8, 9, 10, 11], 7)
+    c.flush(0)  # five, six in flight: they wait
+    assert len(accept_rounds(c)) == 2
+    c.propose(0, [12], 12)
+    c.flush(0)
+    assert accept_rounds(c)[-1] == (7, (7, 8, 9, 10, 11, 12))
+    c.run()
+    assert [o.slot for o in c.committed()] == list(range(1, 13))
+
+
+def test_pipeline_batch_values_always_pipeline() -> None:
+    c = Cluster(3, {"pipeline_batch": 3})
+    c.propose(0, range(1, 11))
+    c.flush(0)
+    c.propose(0, [11, 12], 11)
+    c.flush(0)  # two values, ten in flight: they wait ...
+    assert accept_rounds(c) == [(1, tuple(range(1, 11)))]
+    c.propose(0, [13], 13)
+    c.flush(0)  # ... until there are pipeline_batch of them
+    assert accept_rounds(c)[-1] == (11, (11, 12, 13))
 
 
 def test_a_small_first_batch_lingers_until_it_fills() -> None:
@@ -317,14 +342,14 @@ def test_a_lingering_batch_goes_when_it_is_due() -> None:
 def test_no_lingering_without_the_time_or_with_a_round_in_flight() -> None:
     c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0, "pipeline_batch": 64})
     leader = c.nodes[0]
-    c.propose(0, [1])
+    c.propose(0, [1, 2])
     c.flush(0)  # a flush without the time never waits
-    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1,))}
-    c.propose(0, [2], 2)
+    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1, 2))}
+    c.propose(0, [3], 3)
     c.handle(0, leader.flush(5.0))  # a round in flight: Nagle's rule, not lingering
     assert leader.flush_due is None and len(of_type(c.net, Accept)) == 3
     c.run()  # the round is chosen; the next turn's flush sends the waiting value
-    assert [o.slot for o in c.committed()] == [1, 2]
+    assert [o.slot for o in c.committed()] == [1, 2, 3]
 
 
 def test_only_a_leader_lingers() -> None:

@@ -109,9 +109,11 @@ class Config:
     window: int = 4
     #: Most values in one Accept.
     max_batch: int = 1024
-    #: A round beyond the first in flight goes out only with at least this many values: every
-    #: round costs a message to each peer, so while one is in flight, small batches wait to
-    #: grow (Nagle's rule); under heavy load full batches still pipeline up to ``window``.
+    #: A round beyond the first in flight goes out once it holds as many values as the rounds
+    #: in flight together, or this many: every round costs a message to each peer, so small
+    #: batches wait to grow (Nagle's rule), but a few clients still overlap their round with
+    #: the one in flight rather than wait for it, and rounds do not split into ever smaller
+    #: ones; under heavy load full batches pipeline up to ``window``.
     pipeline_batch: int = 64
     #: With no round in flight, a batch of fewer values than this may wait up to ``linger``
     #: for more (under load, the clients answered by the last round are about to propose
@@ -853,8 +855,10 @@ class Node:
         if self.role == LEADER:
             cfg = self.config
             while self.queue and len(term.rounds) < cfg.window:
-                if term.rounds and len(self.queue) < cfg.pipeline_batch:
-                    break  # wait for the round in flight, or for a fuller batch
+                if term.rounds and len(self.queue) < min(
+                    cfg.pipeline_batch, sum(len(r.values) for r in term.rounds.values())
+                ):
+                    break  # wait for the rounds in flight, or for a fuller batch
                 count = min(len(self.queue), cfg.max_batch)
                 if term.rounds and term.next_slot + count - 1 > self.commit + cfg.horizon:
                     break  # no acceptor would take it yet: wait for the commit index to move

@@ -124,8 +124,11 @@ class Simulation:
         window = rng.choice((1, 2, 4))
         max_batch = rng.choice((1, 3, 1024))
         catchup_batch = rng.choice((3, 10_000))
-        # Small batches pipeline freely (many rounds in flight); large ones wait to fill.
-        pipeline_batch = 1 if max_batch < 1024 else 64
+        # Small batches pipeline freely (many rounds in flight); large ones wait to match the
+        # rounds in flight, up to a cap of 4 or of the nodes' 64 (a generator of its own keeps
+        # the seed's other choices).
+        pipelining = random.Random(seed ^ 0x70697065)
+        pipeline_batch = 1 if max_batch < 1024 else pipelining.choice((4, 64))
         # Half the seeds let a small first batch linger (as the real nodes do); drawn from a
         # generator of its own so that the other choices of a seed stay what they were.
         lingering = random.Random(seed ^ 0x6C696E67)
