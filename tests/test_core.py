@@ -280,20 +280,54 @@ def test_pipeline_batch_values_always_pipeline() -> None:
     assert accept_rounds(c)[-1] == (11, (11, 12, 13))
 
 
+def answer_clients(c: Cluster, count: int) -> int:
+    """Node 0 commits ``count`` values in one round (requests and values 1..count): ``count``
+    clients were answered and may propose again.  Returns the next free slot."""
+    c.propose(0, range(1, count + 1))
+    c.flush(0)
+    c.run()
+    assert c.nodes[0].returning == count
+    c.sent.clear()
+    return count + 1
+
+
 def test_a_small_first_batch_lingers_until_it_fills() -> None:
     c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0})
     leader = c.nodes[0]
-    c.propose(0, [1, 2])
+    slot = answer_clients(c, 6)
+    c.propose(0, [slot, slot + 1], slot)
     c.handle(0, leader.flush(5.0))  # no round in flight, two values: they wait for company
     assert not of_type(c.net, Accept) and leader.flush_due == 5.01
     c.handle(0, leader.flush(5.005))
     assert not of_type(c.net, Accept) and leader.flush_due == 5.01  # the deadline stays
-    c.propose(0, [3, 4], 3)
+    c.propose(0, [slot + 2, slot + 3], slot + 2)
     c.handle(0, leader.flush(5.006))  # four: a full first batch goes at once
-    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1, 2, 3, 4))}
+    assert accept_rounds(c) == [(slot, (slot, slot + 1, slot + 2, slot + 3))]
     assert leader.flush_due is None
     c.run()
-    assert [o.slot for o in c.committed()] == [1, 2, 3, 4]
+    assert [o.slot for o in c.committed()] == list(range(1, slot + 4))
+
+
+def test_a_batch_waits_only_for_the_clients_answered() -> None:
+    """Once as many proposals arrived as clients were answered, a batch goes at once, however
+    busy the stream looked: in a closed loop nobody else is coming (16 clients with a
+    ``min_batch`` of 32 would otherwise wait out the linger every round)."""
+    c = Cluster(3, {"min_batch": 32, "linger": 0.01, "linger_fill": 0.0})
+    leader = c.nodes[0]
+    slot = answer_clients(c, 3)
+    c.propose(0, [slot, slot + 1], slot)
+    c.handle(0, leader.flush(5.0))  # two of the three answered clients are back: wait ...
+    assert not of_type(c.net, Accept) and leader.returning == 1
+    c.propose(0, [slot + 2], slot + 2)
+    c.handle(0, leader.flush(5.001))  # ... for the third, then go, long before the linger
+    assert accept_rounds(c) == [(slot, (slot, slot + 1, slot + 2))]
+    assert leader.returning == 0 and leader.flush_due is None
+    c.run()
+    assert leader.returning == 3
+    # With nobody answered and not yet back, nothing waits.
+    c.propose(0, range(slot + 3, slot + 6), slot + 3)
+    c.handle(0, leader.flush(6.0))
+    assert accept_rounds(c)[-1] == (slot + 3, (slot + 3, slot + 4, slot + 5))
 
 
 def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
@@ -320,6 +354,7 @@ def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
         slot += 3
         now += 0.001
     assert leader.arrival_rate == pytest.approx(3000, rel=0.1)
+    leader.returning = 100  # as with many clients answered and about to propose again
     c.propose(0, [slot], slot)
     c.handle(0, leader.flush(now))
     assert leader.flush_due == now + 0.004  # waits up to the linger
@@ -331,25 +366,27 @@ def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
 def test_a_lingering_batch_goes_when_it_is_due() -> None:
     c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0})
     leader = c.nodes[0]
-    c.propose(0, [1])
+    slot = answer_clients(c, 4)
+    c.propose(0, [slot], slot)
     c.handle(0, leader.flush(5.0))
     assert not of_type(c.net, Accept)
     c.handle(0, leader.flush(5.01))  # due: it goes alone
-    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1,))}
+    assert accept_rounds(c) == [(slot, (slot,))]
     assert leader.flush_due is None
 
 
 def test_no_lingering_without_the_time_or_with_a_round_in_flight() -> None:
     c = Cluster(3, {"min_batch": 4, "linger": 0.01, "linger_fill": 0.0, "pipeline_batch": 64})
     leader = c.nodes[0]
-    c.propose(0, [1, 2])
+    slot = answer_clients(c, 4)
+    c.propose(0, [slot, slot + 1], slot)
     c.flush(0)  # a flush without the time never waits
-    assert {(m.first, m.values) for _, _, m in of_type(c.net, Accept)} == {(1, (1, 2))}
-    c.propose(0, [3], 3)
+    assert accept_rounds(c) == [(slot, (slot, slot + 1))]
+    c.propose(0, [slot + 2], slot + 2)
     c.handle(0, leader.flush(5.0))  # a round in flight: Nagle's rule, not lingering
     assert leader.flush_due is None and len(of_type(c.net, Accept)) == 3
     c.run()  # the round is chosen; the next turn's flush sends the waiting value
-    assert [o.slot for o in c.committed()] == [1, 2, 3]
+    assert [o.slot for o in c.committed()] == list(range(1, slot + 3))
 
 
 def test_only_a_leader_lingers() -> None:

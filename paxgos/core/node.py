@@ -117,14 +117,18 @@ class Config:
     pipeline_batch: int = 64
     #: With no round in flight, a batch of fewer values than this may wait up to ``linger``
     #: for more (under load, the clients answered by the last round are about to propose
-    #: again): fewer, larger rounds cost every node less.  It waits only while the recent
-    #: arrival rate says at least ``linger_fill`` of the missing values come within the wait,
-    #: so a lone client never waits (Nagle's algorithm with the rate as its signal).  1 never
-    #: waits; only a ``flush`` given the time can wait.
+    #: again): fewer, larger rounds cost every node less.  The values it waits for are those
+    #: still to come from the clients answered lately (``Node.returning``, at most
+    #: ``min_batch`` less the queue): once as many proposals arrived as were answered, a
+    #: closed loop of clients has nothing more to send, and waiting would only add latency.
+    #: It waits only while the recent arrival rate says at least ``linger_fill`` of those come
+    #: within the wait, so a lone client never waits (Nagle's algorithm with the rate and the
+    #: answered clients as its signals).  1 never waits; only a ``flush`` given the time can
+    #: wait.
     min_batch: int = 32
     linger: float = 0.004
-    #: The share of ``min_batch`` minus the queue that the arrival rate must promise within
-    #: ``linger`` for a batch to wait (0: always wait, the fixed linger).
+    #: The share of the missing values that the arrival rate must promise within ``linger`` for
+    #: a batch to wait (0: wait whatever the rate).
     linger_fill: float = 0.5
     #: Arrivals are counted over windows at least this long (the rate of the last one is the
     #: estimate; a window that spans an idle time gives a low rate, as it should).
@@ -263,6 +267,11 @@ class Node:
         self.arrivals = 0
         self.rate_since: float | None = None
         self.arrival_rate = 0.0
+        #: Clients answered (committed) and not yet matched by a new proposal: each commit
+        #: answered adds one, each proposal queued takes one, down to 0.  With clients that
+        #: propose again once answered, it counts those still to come; with clients that come
+        #: and go, the arrivals that keep pace with the commits.
+        self.returning = 0
         self.ballots_exhausted = False  # a ballot at MAX_ROUND was seen: no more campaigns
         if stored.promised.round > MAX_ROUND:
             log.error(
@@ -356,6 +365,7 @@ class Node:
             "rounds_widened": self.rounds_widened,
             "refused_messages": self.dropped,
             "arrival_rate": round(self.arrival_rate, 1),
+            "returning": self.returning,
             "peer_state": peers,
         }
 
@@ -393,6 +403,7 @@ class Node:
         else:
             self.queue.append((request, value))
             self.arrivals += 1
+            self.returning = max(0, self.returning - 1)
             if len(self.queue) >= self.config.max_batch:
                 self._flush(ready)
         return ready
@@ -842,10 +853,12 @@ class Node:
         term = self.proposer
         if self.role != LEADER or term.rounds or not 0 < len(self.queue) < cfg.min_batch:
             return False
+        missing = min(cfg.min_batch - len(self.queue), self.returning)
+        if missing == 0:
+            return False  # every client answered has proposed again: no more are coming
         if term.lingering_since is None:
-            missing = cfg.min_batch - len(self.queue)
             if self.arrival_rate * cfg.linger < cfg.linger_fill * missing:
-                return False  # the batch would not fill in time: waiting only adds latency
+                return False  # they would not come in time: waiting only adds latency
             term.lingering_since = now
         return now < term.lingering_since + cfg.linger
 
@@ -1058,6 +1071,7 @@ class Node:
             request = term.requests.pop(slot, None)
             if request is not None and value is not None:
                 ready.outcomes.append(Committed(request, slot, value))
+                self.returning += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("node %d: learned slots %d..%d", self.id, applied[0][0], self.commit)
         if self.role == CANDIDATE and 0 < term.awaiting_commit <= self.commit:

@@ -133,7 +133,7 @@ class Simulation:
         # generator of its own so that the other choices of a seed stay what they were.
         lingering = random.Random(seed ^ 0x6C696E67)
         min_batch = lingering.choice((1, 4))
-        # The adaptive linger's threshold: 0 always waits (the fixed linger), 0.5 the nodes'
+        # The adaptive linger's threshold: 0 waits whatever the rate, 0.5 the nodes'
         # default, 1 waits only for a batch the rate fills completely.
         linger_fill = lingering.choice((0.0, 0.5, 1.0))
         # Half the seeds defer chosen-only writes to the next write or tick, as the real host
