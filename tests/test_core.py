@@ -330,6 +330,32 @@ def test_a_batch_waits_only_for_the_clients_answered() -> None:
     assert accept_rounds(c)[-1] == (slot + 3, (slot + 3, slot + 4, slot + 5))
 
 
+def test_the_rate_gate_counts_only_the_clients_still_to_come() -> None:
+    """A batch waits only if the arrival rate brings ``linger_fill`` of the answered clients
+    still to come within the linger; one that runs out forgets those not back, so a client
+    that left costs one linger, not one per batch."""
+    c = Cluster(3, {"min_batch": 32, "linger": 0.004, "linger_fill": 0.5, "rate_window": 0.02})
+    leader = c.nodes[0]
+    slot = answer_clients(c, 3)
+    c.handle(0, leader.flush(5.0))  # the rate's window opens
+    c.propose(0, [slot, slot + 1], slot)
+    c.handle(0, leader.flush(5.001))  # no rate measured yet: one missing will not come in time
+    assert accept_rounds(c) == [(slot, (slot, slot + 1))] and leader.flush_due is None
+    c.run()
+    assert leader.returning == 3
+    c.propose(0, [slot + 2, slot + 3], slot + 2)
+    c.handle(0, leader.flush(5.03))  # 4 arrivals in 30 ms: 0.53 in the linger, half of 1
+    assert leader.arrival_rate == pytest.approx(133.3, rel=0.01)
+    assert not of_type(c.net, Accept) and leader.flush_due == pytest.approx(5.034)
+    c.handle(0, leader.flush(5.034))  # the third client never came back: the batch goes ...
+    assert accept_rounds(c)[-1] == (slot + 2, (slot + 2, slot + 3))
+    assert leader.returning == 0  # ... and it is forgotten
+    c.run()
+    c.propose(0, [slot + 4, slot + 5], slot + 4)  # the two that are still here: no wait
+    c.handle(0, leader.flush(5.035))
+    assert accept_rounds(c)[-1] == (slot + 4, (slot + 4, slot + 5))
+
+
 def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
     """The adaptive linger: a batch waits only when the recent arrival rate says that at least
     ``linger_fill`` of the missing values come within ``linger``."""
@@ -337,15 +363,16 @@ def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
     leader = c.nodes[0]
     now = 5.0
     for value in range(1, 16):  # one proposal every 2 ms, answered before the next: a lone client
-        send_round(c, value)
+        c.propose(0, [value], value)
         c.handle(0, leader.flush(now))
-        assert leader.flush_due is None  # it went at once
+        assert leader.flush_due is None and accept_rounds(c)[-1] == (value, (value,))  # at once
         c.run()
         now += 0.002
     assert leader.arrival_rate == pytest.approx(500, rel=0.3)
     assert [o.slot for o in c.committed()] == list(range(1, 16))
-    # A busy stream: 3 proposals a millisecond (3,000/s: 12 in a linger of 4 ms, more than
-    # half of the 7 missing), so a small first batch now waits for company.
+    # A busy stream: 3 proposals a millisecond, each three answered before the next three
+    # arrive (3,000/s: 12 in a linger of 4 ms, more than half of the 2 still to come from the
+    # last 3 answered), so a small first batch now waits for company.
     slot = 16
     for _ in range(45):
         c.propose(0, [slot, slot + 1, slot + 2], slot)
@@ -354,7 +381,6 @@ def test_a_lone_client_never_waits_but_a_busy_stream_lingers() -> None:
         slot += 3
         now += 0.001
     assert leader.arrival_rate == pytest.approx(3000, rel=0.1)
-    leader.returning = 100  # as with many clients answered and about to propose again
     c.propose(0, [slot], slot)
     c.handle(0, leader.flush(now))
     assert leader.flush_due == now + 0.004  # waits up to the linger
@@ -398,6 +424,7 @@ def test_only_a_leader_lingers() -> None:
     c.handle(0, candidate.propose(1, 5))  # a candidate queues proposals for when it leads
     assert candidate.role == CANDIDATE and len(candidate.queue) == 1
     assert not of_type(c.net, Accept)
+    candidate.returning = 4  # as if it had answered clients that are about to come back
     c.handle(0, candidate.flush(5.0))
     assert candidate.flush_due is None  # nothing to wait for until it leads
     assert not of_type(c.net, Accept)

@@ -115,19 +115,20 @@ def _first_violation(options: SimOptions) -> tuple[int, str, str]:
         ("accept-below-promise", {"one-value-per-slot", "learned-is-chosen"}, {}),
         ("forget-promise", {"promise-monotonic"}, {}),
         ("noop-fill-leader", {"one-value-per-slot", "learned-is-chosen"}, {}),
-        # Crashes right after a campaign starts (seed 11 at this crash rate).
+        # Crashes right after a campaign starts.
         ("ballot-unpersisted", {"ballot-unique"}, {"crash": 0.01}),
-        # A leader cut off long enough while clients still call it (seed 4 with these).
+        # A leader cut off long enough while clients still call it.
         ("no-step-down", {"leader-without-majority"}, {"clients": 6, "partition": 0.01}),
-        # The stability phase's returning follower deposes the leader (seed 6).
+        # The stability phase's returning follower deposes the leader.
         ("no-stickiness", {"disruption"}, {}),
-        # A thrifty round that never widens waits for a target lost for good (seed 6).
+        # A thrifty round that never widens waits for a target lost for good.
         ("thrifty-narrow", {"liveness"}, {"lost": 1}),
-        # A read served by a new leader before its re-proposals are chosen (seed 42).
+        # A read served by a new leader before its re-proposals are chosen, or below the
+        # last slot it re-proposed.
         ("read-unconfirmed", {"read-linearizable"}, {}),
-        ("read-no-floor", {"read-linearizable"}, {}),  # seed 16
-        # A paused leader, deposed meanwhile, serves a read from its own log (seed 8) or
-        # with the echo of a Learn sent before the read (seed 28).
+        ("read-no-floor", {"read-linearizable"}, {}),
+        # A paused leader, deposed meanwhile, serves a read from its own log or with the echo
+        # of a Learn sent before the read.
         ("read-no-confirm", {"read-linearizable"}, PAUSES),
         ("read-stale-echo", {"read-linearizable"}, PAUSES),
     ],

@@ -118,13 +118,14 @@ class Config:
     #: With no round in flight, a batch of fewer values than this may wait up to ``linger``
     #: for more (under load, the clients answered by the last round are about to propose
     #: again): fewer, larger rounds cost every node less.  The values it waits for are those
-    #: still to come from the clients answered lately (``Node.returning``, at most
-    #: ``min_batch`` less the queue): once as many proposals arrived as were answered, a
-    #: closed loop of clients has nothing more to send, and waiting would only add latency.
-    #: It waits only while the recent arrival rate says at least ``linger_fill`` of those come
-    #: within the wait, so a lone client never waits (Nagle's algorithm with the rate and the
-    #: answered clients as its signals).  1 never waits; only a ``flush`` given the time can
-    #: wait.
+    #: still to come from the clients it answered (``Node.returning``, at most ``min_batch``
+    #: less the queue): once as many requests arrived as commits were answered, a closed loop
+    #: of clients has nothing more to send, and waiting would only add latency.  It waits only
+    #: while the recent arrival rate says at least ``linger_fill`` of those come within the
+    #: wait (Nagle's algorithm with the rate and the answered clients as its signals), so a
+    #: lone client does not wait: its own request is the one its commit was waiting for (after
+    #: other clients left, it may wait once, and then the count starts afresh).  1 never
+    #: waits; only a ``flush`` given the time can wait.
     min_batch: int = 32
     linger: float = 0.004
     #: The share of the missing values that the arrival rate must promise within ``linger`` for
@@ -267,10 +268,10 @@ class Node:
         self.arrivals = 0
         self.rate_since: float | None = None
         self.arrival_rate = 0.0
-        #: Clients answered (committed) and not yet matched by a new proposal: each commit
-        #: answered adds one, each proposal queued takes one, down to 0.  With clients that
-        #: propose again once answered, it counts those still to come; with clients that come
-        #: and go, the arrivals that keep pace with the commits.
+        #: Commits answered and not yet matched by a new request: each commit answered adds
+        #: one, each proposal queued or read taken takes one, down to 0.  With clients that
+        #: come back once answered, it counts those still to come.  A linger that runs out
+        #: sets it to 0 (whoever is not back by then has gone), and so does a role change.
         self.returning = 0
         self.ballots_exhausted = False  # a ballot at MAX_ROUND was seen: no more campaigns
         if stored.promised.round > MAX_ROUND:
@@ -425,6 +426,7 @@ class Node:
             ready.outcomes.append(Rejected(request, "overloaded", self.id))
         else:
             term.reads_unsent.append((request, max(self.commit, term.read_floor)))
+            self.returning = max(0, self.returning - 1)  # a client back, if only to read
         return ready
 
     @property
@@ -607,6 +609,7 @@ class Node:
             self.leader_seen_at = None  # our own lease ends with our leadership
         self.role = role
         self.proposer = Proposer(ballot, self.commit + 1, self.now)
+        self.returning = 0  # clients answered under another role are not ours to wait for
         ready.outcomes.extend(
             Rejected(request, "not_leader", self.leader()) for request in unconfirmed
         )
@@ -860,7 +863,10 @@ class Node:
             if self.arrival_rate * cfg.linger < cfg.linger_fill * missing:
                 return False  # they would not come in time: waiting only adds latency
             term.lingering_since = now
-        return now < term.lingering_since + cfg.linger
+        if now < term.lingering_since + cfg.linger:
+            return True
+        self.returning = 0  # those not back within the linger are gone: stop waiting for them
+        return False
 
     def _flush(self, ready: Ready) -> None:
         term = self.proposer

@@ -19,8 +19,8 @@ Phases: for ``options.steps`` events the nemesis crashes nodes and partitions th
 the network loses, duplicates and delays messages (and, with ``options.hostile``, forges
 messages the core's bounds must make harmless: ``paxgos.sim.hostile``); then every fault heals
 and the cluster has ``options.heal_time`` simulated seconds to answer every pending proposal,
-commit a probe, and bring every node to the same commit index under exactly one leader
-(liveness).  Then stability: one follower is cut off for 0.6-2 s and comes back, and the leader
+commit a probe, and bring every node to the same commit index under exactly one leader, with
+no node promised to a higher ballot (liveness).  Then stability: one follower is cut off for 0.6-2 s and comes back, and the leader
 must keep its post throughout (a disruption is a violation: leader stickiness) while the cluster
 converges again.  Safety is checked at every step (``paxgos.sim.invariants``), and so is the lease:
 a leader that cannot have heard from a majority for longer than its election timeout (plus two
@@ -330,8 +330,14 @@ class Simulation:
         leader = None if i is None else self.nodes[i]
         if leader is None or leader.rounds or leader.queue:
             return False
-        # Every live node (the lost ones excepted: every other is up by now).
-        return all(node.commit == leader.commit for node in self.nodes if node is not None)
+        # Every live node (the lost ones excepted: every other is up by now) has its commit
+        # index and has promised no higher ballot: one that has (a candidacy that lost) would
+        # outbid the leader at its next answer, which is no stable state to test stickiness on.
+        return all(
+            node.commit == leader.commit and node.promised <= leader.ballot
+            for node in self.nodes
+            if node is not None
+        )
 
     def _update_cuts(self) -> None:
         """Note which nodes cannot reach a majority (themselves included) from now on."""
