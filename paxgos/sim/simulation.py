@@ -20,11 +20,12 @@ the network loses, duplicates and delays messages (and, with ``options.hostile``
 messages the core's bounds must make harmless: ``paxgos.sim.hostile``); then every fault heals
 and the cluster has ``options.heal_time`` simulated seconds to answer every pending proposal,
 commit a probe, and bring every node to the same commit index under exactly one leader, with
-no node promised to a higher ballot (liveness).  Then stability: one follower is cut off for 0.6-2 s and comes back, and the leader
-must keep its post throughout (a disruption is a violation: leader stickiness) while the cluster
-converges again.  Safety is checked at every step (``paxgos.sim.invariants``), and so is the lease:
-a leader that cannot have heard from a majority for longer than its election timeout (plus two
-ticks, plus a crashed peer's last detour) must not take a proposal.
+no node promised to a higher ballot (liveness).  Then stability: one follower is cut off for
+0.6-2 s and comes back, and the leader must keep its post throughout (a disruption is a
+violation: leader stickiness) while the cluster converges again.  Safety is checked at every
+step (``paxgos.sim.invariants``), and so is the lease: a leader that cannot have heard from a
+majority for longer than its election timeout (plus two ticks, plus a crashed peer's last
+detour) must not take a proposal.
 """
 
 from __future__ import annotations
