@@ -4,6 +4,7 @@ assert what a user sees (the 307 and its ``Location``, the 503 and its one-line 
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -12,6 +13,22 @@ from typing import Any
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+_openers: dict[tuple[str | None, str | None], urllib.request.OpenerDirector] = {}
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """The opener for the CAs trusted now.  From Python 3.12 on, an opener's HTTPS handler
+    loads the trusted CAs when it is made (tens of milliseconds of CPU: an opener per request
+    made the suite take twice as long on 3.12 and 3.13), and a test may trust another CA by
+    setting ``SSL_CERT_FILE`` after import: so one opener per setting of the variables that
+    name them."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    opener = _openers.get(key)
+    if opener is None:
+        opener = _openers[key] = urllib.request.build_opener(_NoRedirect)
+    return opener
 
 
 def http_get(
@@ -26,9 +43,7 @@ def http_get(
     headers = {**(headers or {}), **({"Accept": "application/json"} if json_body else {})}
     request = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:
-        # An opener per request: from Python 3.12 on, its HTTPS handler fixes the trusted CAs
-        # when it is made, and a test may trust another CA (SSL_CERT_FILE) after import.
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
+        with _opener().open(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read().decode()
