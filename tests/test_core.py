@@ -286,7 +286,7 @@ def answer_clients(c: Cluster, count: int) -> int:
     c.propose(0, range(1, count + 1))
     c.flush(0)
     c.run()
-    assert c.nodes[0].returning == count
+    assert c.nodes[0].proposer.returning == count
     c.sent.clear()
     return count + 1
 
@@ -317,13 +317,13 @@ def test_a_batch_waits_only_for_the_clients_answered() -> None:
     slot = answer_clients(c, 3)
     c.propose(0, [slot, slot + 1], slot)
     c.handle(0, leader.flush(5.0))  # two of the three answered clients are back: wait ...
-    assert not of_type(c.net, Accept) and leader.returning == 1
+    assert not of_type(c.net, Accept) and leader.proposer.returning == 1
     c.propose(0, [slot + 2], slot + 2)
     c.handle(0, leader.flush(5.001))  # ... for the third, then go, long before the linger
     assert accept_rounds(c) == [(slot, (slot, slot + 1, slot + 2))]
-    assert leader.returning == 0 and leader.flush_due is None
+    assert leader.proposer.returning == 0 and leader.flush_due is None
     c.run()
-    assert leader.returning == 3
+    assert leader.proposer.returning == 3
     # With nobody answered and not yet back, nothing waits.
     c.propose(0, range(slot + 3, slot + 6), slot + 3)
     c.handle(0, leader.flush(6.0))
@@ -342,14 +342,14 @@ def test_the_rate_gate_counts_only_the_clients_still_to_come() -> None:
     c.handle(0, leader.flush(5.001))  # no rate measured yet: one missing will not come in time
     assert accept_rounds(c) == [(slot, (slot, slot + 1))] and leader.flush_due is None
     c.run()
-    assert leader.returning == 3
+    assert leader.proposer.returning == 3
     c.propose(0, [slot + 2, slot + 3], slot + 2)
     c.handle(0, leader.flush(5.03))  # 4 arrivals in 30 ms: 0.53 in the linger, half of 1
     assert leader.arrival_rate == pytest.approx(133.3, rel=0.01)
     assert not of_type(c.net, Accept) and leader.flush_due == pytest.approx(5.034)
     c.handle(0, leader.flush(5.034))  # the third client never came back: the batch goes ...
     assert accept_rounds(c)[-1] == (slot + 2, (slot + 2, slot + 3))
-    assert leader.returning == 0  # ... and it is forgotten
+    assert leader.proposer.returning == 0  # ... and it is forgotten
     c.run()
     c.propose(0, [slot + 4, slot + 5], slot + 4)  # the two that are still here: no wait
     c.handle(0, leader.flush(5.035))
@@ -424,7 +424,7 @@ def test_only_a_leader_lingers() -> None:
     c.handle(0, candidate.propose(1, 5))  # a candidate queues proposals for when it leads
     assert candidate.role == CANDIDATE and len(candidate.queue) == 1
     assert not of_type(c.net, Accept)
-    candidate.returning = 4  # as if it had answered clients that are about to come back
+    candidate.proposer.returning = 4  # as if it had answered clients that are about to come back
     c.handle(0, candidate.flush(5.0))
     assert candidate.flush_due is None  # nothing to wait for until it leads
     assert not of_type(c.net, Accept)

@@ -118,7 +118,7 @@ class Config:
     #: With no round in flight, a batch of fewer values than this may wait up to ``linger``
     #: for more (under load, the clients answered by the last round are about to propose
     #: again): fewer, larger rounds cost every node less.  The values it waits for are those
-    #: still to come from the clients it answered (``Node.returning``, at most ``min_batch``
+    #: still to come from the clients it answered (``Proposer.returning``, at most ``min_batch``
     #: less the queue): once as many requests arrived as commits were answered, a closed loop
     #: of clients has nothing more to send, and waiting would only add latency.  It waits only
     #: while the recent arrival rate says at least ``linger_fill`` of those come within the
@@ -128,8 +128,8 @@ class Config:
     #: waits; only a ``flush`` given the time can wait.
     min_batch: int = 32
     linger: float = 0.004
-    #: The share of the missing values that the arrival rate must promise within ``linger`` for
-    #: a batch to wait (0: wait whatever the rate).
+    #: The share of the answered clients still to come that the arrival rate must promise
+    #: within ``linger`` for a batch to wait (0: wait whatever the rate).
     linger_fill: float = 0.5
     #: Arrivals are counted over windows at least this long (the rate of the last one is the
     #: estimate; a window that spans an idle time gives a low rate, as it should).
@@ -268,11 +268,6 @@ class Node:
         self.arrivals = 0
         self.rate_since: float | None = None
         self.arrival_rate = 0.0
-        #: Commits answered and not yet matched by a new request: each commit answered adds
-        #: one, each proposal queued or read taken takes one, down to 0.  With clients that
-        #: come back once answered, it counts those still to come.  A linger that runs out
-        #: sets it to 0 (whoever is not back by then has gone), and so does a role change.
-        self.returning = 0
         self.ballots_exhausted = False  # a ballot at MAX_ROUND was seen: no more campaigns
         if stored.promised.round > MAX_ROUND:
             log.error(
@@ -366,7 +361,7 @@ class Node:
             "rounds_widened": self.rounds_widened,
             "refused_messages": self.dropped,
             "arrival_rate": round(self.arrival_rate, 1),
-            "returning": self.returning,
+            "returning": self.proposer.returning,
             "peer_state": peers,
         }
 
@@ -404,7 +399,7 @@ class Node:
         else:
             self.queue.append((request, value))
             self.arrivals += 1
-            self.returning = max(0, self.returning - 1)
+            self.proposer.returning = max(0, self.proposer.returning - 1)
             if len(self.queue) >= self.config.max_batch:
                 self._flush(ready)
         return ready
@@ -426,7 +421,7 @@ class Node:
             ready.outcomes.append(Rejected(request, "overloaded", self.id))
         else:
             term.reads_unsent.append((request, max(self.commit, term.read_floor)))
-            self.returning = max(0, self.returning - 1)  # a client back, if only to read
+            term.returning = max(0, term.returning - 1)  # a client back, if only to read
         return ready
 
     @property
@@ -609,7 +604,6 @@ class Node:
             self.leader_seen_at = None  # our own lease ends with our leadership
         self.role = role
         self.proposer = Proposer(ballot, self.commit + 1, self.now)
-        self.returning = 0  # clients answered under another role are not ours to wait for
         ready.outcomes.extend(
             Rejected(request, "not_leader", self.leader()) for request in unconfirmed
         )
@@ -856,7 +850,7 @@ class Node:
         term = self.proposer
         if self.role != LEADER or term.rounds or not 0 < len(self.queue) < cfg.min_batch:
             return False
-        missing = min(cfg.min_batch - len(self.queue), self.returning)
+        missing = min(cfg.min_batch - len(self.queue), term.returning)
         if missing == 0:
             return False  # every client answered has proposed again: no more are coming
         if term.lingering_since is None:
@@ -865,7 +859,7 @@ class Node:
             term.lingering_since = now
         if now < term.lingering_since + cfg.linger:
             return True
-        self.returning = 0  # those not back within the linger are gone: stop waiting for them
+        term.returning = 0  # those not back within the linger are gone: stop waiting for them
         return False
 
     def _flush(self, ready: Ready) -> None:
@@ -1077,7 +1071,7 @@ class Node:
             request = term.requests.pop(slot, None)
             if request is not None and value is not None:
                 ready.outcomes.append(Committed(request, slot, value))
-                self.returning += 1
+                term.returning += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("node %d: learned slots %d..%d", self.id, applied[0][0], self.commit)
         if self.role == CANDIDATE and 0 < term.awaiting_commit <= self.commit:

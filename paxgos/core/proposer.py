@@ -44,6 +44,11 @@ class Proposer:
         self.requests: dict[int, int] = {}  # slot -> client request proposed there
         self.next_slot = next_slot
         self.lingering_since: float | None = None  # a small first batch waits since then
+        #: Commits answered and not yet matched by a new request: each commit answered adds
+        #: one, each proposal queued or read taken takes one, down to 0.  With clients that
+        #: come back once answered, it counts those still to come; a linger that runs out sets
+        #: it to 0 (whoever is not back by then has gone).
+        self.returning = 0
         self.commit_unsent_since: float | None = None  # first tick to find a peer not told
         self.began_at = now  # every peer counts as sent to then
         self.peer_sent_at: dict[int, float] = {}  # per peer, its last Accept or Learn
