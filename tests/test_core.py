@@ -1281,6 +1281,27 @@ def test_a_dead_leader_is_replaced_after_the_election_timeout() -> None:
     c.check()
 
 
+def test_a_pre_candidate_that_promises_another_candidate_gives_way() -> None:
+    """Nodes 1 and 2 probe at once; node 1's probes are answered first, and its Prepare reaches
+    node 2 while node 2's own probe answers are still on the way.  Node 2 promises and gives up
+    its probe, so node 1 wins and is not outbid a moment later by node 2's candidacy."""
+    c = Cluster(3, {"election_timeout": 0.5})
+    c.down = {0}
+    expire_lease(c.nodes[1], c.nodes[2])
+    c.handle(1, c.nodes[1].campaign())
+    c.handle(2, c.nodes[2].campaign())
+    held = lambda e: e[1] == 2 and isinstance(e[2], Promise) and e[2].probe  # noqa: E731
+    while c.net:  # node 2's probe answers wait until node 1 has won, then go first
+        waiting = c.nodes[1].role != LEADER
+        envelope = next((e for e in c.net if held(e) != waiting), c.net[0])
+        c.net.remove(envelope)
+        c.deliver(*envelope)
+    assert leaders(c) == [1] and c.nodes[2].leader() == 1
+    assert [n.elections for n in c.nodes[1:]] == [1, 0]
+    assert {m.ballot for _, _, m in of_type(c.sent, Prepare) if not m.probe} == {c.nodes[1].ballot}
+    c.check()
+
+
 def test_a_follower_without_a_leader_names_none() -> None:
     c = Cluster(3, {"election_timeout": 0.5})
     c.down = {0, 2}  # node 1 alone: nobody to follow, nobody to elect it

@@ -20,7 +20,9 @@ Elections (any node may lead; see ``Config.election_timeout``):
 - a follower that has not heard from a leader (an Accept or Learn it accepted) for a randomized
   election timeout, between one and two ``election_timeout``\ s, becomes a *pre-candidate*: it
   sends probe Prepares (Raft's PreVote), which change no state anywhere, and runs phase 1 for
-  real (a *candidate*) only once a majority says it would promise;
+  real (a *candidate*) only once a majority says it would promise; a pre-candidate that promises
+  another's (real) Prepare gives up its probe, so two nodes that time out together do not both
+  win in turn;
 - an acceptor that heard from a live leader within ``election_timeout`` refuses to promise (or
   to say it would) to any other proposer: leader stickiness, the lease of Raft's CheckQuorum,
   so a node back from a pause or a partition cannot depose a healthy leader;
@@ -776,8 +778,14 @@ class Node:
             return Promise(self.id, msg.ballot, ok, self.promised, self.commit, probe=True)
         self._observe(msg.ballot, ready)
         promise = self.acceptor.on_prepare(msg, self.commit, ready.persist)
-        if promise.ok and msg.sender != self.id and self.role == FOLLOWER:
-            self._arm_election()  # give the candidate time to win before trying ourselves
+        if promise.ok and msg.sender != self.id:
+            if self.role == PRECANDIDATE:
+                # We promised a candidate that a majority said it would promise: our own probe
+                # is moot, and going on would outbid that candidate just as it wins (Raft
+                # gives one vote per term for the same reason).
+                self._become_follower(msg.ballot, ready)
+            elif self.role == FOLLOWER:
+                self._arm_election()  # give the candidate time to win before trying ourselves
         return promise
 
     # --- proposer -----------------------------------------------------------------------------
