@@ -192,8 +192,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         type=positive,
         default=NODE.min_batch,
         help="with no batch in flight, a smaller one waits up to --linger for the clients "
-        "just answered to propose again, when the recent arrival rate says they come in "
-        f"time: a lone client does not wait (default {NODE.min_batch}; 1 never waits)",
+        "just answered to propose again: a lone client does not wait "
+        f"(default {NODE.min_batch}; 1 never waits)",
     )
     parser.add_argument(
         "--linger",
@@ -208,8 +208,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         default=NODE.linger_fill,
         metavar="F",
         help="a small batch waits only while the recent arrival rate promises at least this "
-        f"share of the answered clients still to come within --linger (default "
-        f"{NODE.linger_fill:g}; 0 waits whatever the rate)",
+        "share of the answered clients still to come within --linger, e.g. 0.5 for clients "
+        f"that think between requests (default {NODE.linger_fill:g}: whatever the rate)",
     )
     parser.add_argument(
         "--thrifty",

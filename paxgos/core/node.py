@@ -122,17 +122,18 @@ class Config:
     #: again): fewer, larger rounds cost every node less.  The values it waits for are those
     #: still to come from the clients it answered (``Proposer.returning``, at most ``min_batch``
     #: less the queue): once as many requests arrived as commits were answered, a closed loop
-    #: of clients has nothing more to send, and waiting would only add latency.  It waits only
-    #: while the recent arrival rate says at least ``linger_fill`` of those come within the
-    #: wait (Nagle's algorithm with the rate and the answered clients as its signals), so a
-    #: lone client does not wait: its own request is the one its commit was waiting for (after
+    #: of clients has nothing more to send, and waiting would only add latency.  So a lone
+    #: client does not wait: its own request is the one its commit was waiting for (after
     #: other clients left, it may wait once, and then the count starts afresh).  1 never
     #: waits; only a ``flush`` given the time can wait.
     min_batch: int = 32
     linger: float = 0.004
     #: The share of the answered clients still to come that the arrival rate must promise
-    #: within ``linger`` for a batch to wait (0: wait whatever the rate).
-    linger_fill: float = 0.5
+    #: within ``linger`` for a batch to wait; 0 (the default) waits whatever the rate.  The
+    #: answered count alone keeps a lone client from waiting; a share above 0 also spares
+    #: clients that think between requests, but it turned away the linger under Locust's 64
+    #: users, whose returns trickle in over more than one linger (docs/performance.md).
+    linger_fill: float = 0.0
     #: Arrivals are counted over windows at least this long (the rate of the last one is the
     #: estimate; a window that spans an idle time gives a low rate, as it should).
     rate_window: float = 0.02
