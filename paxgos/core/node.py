@@ -131,8 +131,8 @@ class Config:
     #: The share of the answered clients still to come that the arrival rate must promise
     #: within ``linger`` for a batch to wait; 0 (the default) waits whatever the rate.  The
     #: answered count alone keeps a lone client from waiting; a share above 0 also spares
-    #: clients that think between requests, but it turned away the linger under Locust's 64
-    #: users, whose returns trickle in over more than one linger (docs/performance.md).
+    #: clients that think between requests, but under Locust's 64 users it kept batches from
+    #: waiting and cost a tenth of the throughput (docs/performance.md).
     linger_fill: float = 0.0
     #: Arrivals are counted over windows at least this long (the rate of the last one is the
     #: estimate; a window that spans an idle time gives a low rate, as it should).
@@ -622,7 +622,8 @@ class Node:
         self.election_at = self.now + self.config.election_timeout * (1 + self.rng.random())
 
     def _become_follower(self, seen: Ballot, ready: Ready) -> None:
-        """Stop proposing: ``seen`` outbid us (``ZERO``: no majority answers any more)."""
+        """Stop proposing: ``seen`` outbid us, or is the ballot a pre-candidate just promised
+        (``ZERO``: no majority answers any more)."""
         if self.role == LEADER and seen != ZERO:  # a leader change: one info line
             log.info("node %d: ballot %s outbid by %s", self.id, self.ballot, seen)
         elif self.role != FOLLOWER:  # a candidacy that did not win is the election's detail
