@@ -2,6 +2,7 @@
 
     python -m bench.interpreters --python 3.11=python3.11 --python 3.10=/tmp/py310/bin/python
         [--users 16] [--connections 16,64] [--duration 8] [--rounds 2] [--diagonal]
+        [--node-args "--event-loop uvloop"]
 
 Each ``--python NAME=EXECUTABLE`` is an interpreter with Paxgos installed (``pip install -e
 '.[bench]'``).  For every pair (the nodes' interpreter, the client's interpreter) and every
@@ -55,7 +56,7 @@ def measure(
 ) -> dict[str, float]:
     """One cluster run by ``nodes_python``; Locust by ``client`` (or wrk at ``client`` =
     ``wrk:N``)."""
-    with LocalNodes(3, work, python=nodes_python) as nodes:
+    with LocalNodes(3, work, args.node_args.split(), python=nodes_python) as nodes:
         nodes.start()
         leader = nodes.urls[0]
         pid = nodes.procs[0].pid  # type: ignore[union-attr]
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--diagonal", action="store_true", help="Locust only with the nodes' own interpreter"
     )
+    parser.add_argument("--node-args", default="", help="extra node options, space-separated")
     args = parser.parse_args(argv)
     pythons = dict(item.split("=", 1) for item in args.python)
     clients = [(f"locust {name}", exe) for name, exe in pythons.items()]

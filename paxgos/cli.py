@@ -231,8 +231,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "--event-loop",
         choices=EVENT_LOOPS,
         default=NODE.event_loop,
-        help="the event loop a node runs on: asyncio (default) or uvloop (needs uvloop: pip "
-        "install 'paxgos[uvloop]')",
+        help="the event loop a node runs on: uvloop (default; libuv's, installed with paxgos "
+        "except on Windows) or asyncio (the standard library's)",
     )
     parser.add_argument(
         "--tls-cert",

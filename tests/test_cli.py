@@ -216,6 +216,22 @@ def test_debug_log_follows_the_phases(make_nodes: Callable[..., LocalNodes]) -> 
     assert "learned slots 1..1" in follower_log
 
 
+@pytest.mark.parametrize(
+    ("args", "loop"), [([], "uvloop"), (["--event-loop", "asyncio"], "asyncio")]
+)
+def test_nodes_run_on_uvloop_by_default_and_on_asyncio_when_asked(
+    make_nodes: Callable[..., LocalNodes], args: list[str], loop: str
+) -> None:
+    nodes = make_nodes(3, args)
+    code, _, body = nodes.get(0, "/propose/41")
+    assert code == 200, body
+    nodes.wait_converged(timeout=5, at_least=1)
+    for i in range(3):
+        assert [value for _, value in nodes.history(i)] == [41]
+        started = re.findall(r"node \d listening on .*", nodes.log_path(i).read_text())
+        assert len(started) == 1 and started[0].endswith(f"event loop {loop})"), started
+
+
 def test_default_log_is_quiet_under_load(make_nodes: Callable[..., LocalNodes]) -> None:
     nodes = make_nodes(3)
     for value in range(50):

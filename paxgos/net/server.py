@@ -72,8 +72,8 @@ class NodeOptions:
     tls_ca: str | None = None
     #: The fan-out's ``AsyncHTTPClient``: "pooled" or "curl" (``paxgos.net.transport``).
     peer_client: str = "pooled"
-    #: The asyncio event loop the node runs on: "asyncio" or "uvloop" (``run``).
-    event_loop: str = "asyncio"
+    #: The asyncio event loop the node runs on: "uvloop" or "asyncio" (``run``).
+    event_loop: str = "uvloop"
 
 
 class StartupError(Exception):
@@ -93,7 +93,10 @@ def run(options: NodeOptions, exit_with_parent: bool = False) -> None:
             import uvloop
         except ImportError:
             main.close()
-            raise StartupError("--event-loop uvloop needs uvloop: pip install uvloop") from None
+            raise StartupError(
+                "--event-loop uvloop needs uvloop (pip install uvloop; it has no Windows build): "
+                "install it or pass --event-loop asyncio"
+            ) from None
         uvloop.run(main)
     elif options.event_loop == "asyncio":
         asyncio.run(main)
@@ -284,9 +287,9 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
         "memory" if options.storage == "memory" else store_path(options.data_dir, options.node_id)
     )
     log.info(
-        "node %d listening on %s (%s, %d nodes, storage %s, commit index %d)",
+        "node %d listening on %s (%s, %d nodes, storage %s, commit index %d, event loop %s)",
         options.node_id, options.urls[options.node_id], role, len(options.urls), where,
-        host.node.commit,
+        host.node.commit, options.event_loop,
     )  # fmt: skip
     if not host.auth.enabled:
         log.warning(
