@@ -1,5 +1,8 @@
-"""The hot paths, served straight off Tornado's HTTP/1 connection: ``/propose/<int>`` on the
-leader and the protocol messages (``POST /prepare``, ``/accept``, ``/learn``) on every node.
+"""The hot paths, answered by bare delegates: ``/propose/<int>`` on the leader and the protocol
+messages (``POST /prepare``, ``/accept``, ``/learn``) on every node.  The delegates are driven
+by Tornado's HTTP/1 connection (``NodeDelegate``, below) or, for the plainest requests on plain
+HTTP, by ``paxgos.net.lane`` straight off the socket; ``FastRequest.emit`` writes the answer
+through whichever read the request.
 
 A ``RequestHandler`` costs about as much CPU per request as the whole Paxos round does per
 value once rounds are batched (routing, header objects, default headers, ETag, access log), and
@@ -23,6 +26,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -68,6 +72,9 @@ WRITES = (PREFIX, "/autopropose")
 
 rated = RateLimitedLog(logging.getLogger("paxgos.net"))
 
+#: Writes one answer (status, headers with ``Content-Length`` and ``Date``, body).
+Emit = Callable[[int, dict[str, str], bytes], None]
+
 _date: tuple[int, str] = (0, "")
 
 
@@ -84,11 +91,13 @@ def http_date() -> str:
 class FastRequest(HTTPMessageDelegate):
     """A request answered straight on its HTTP/1 connection."""
 
-    def __init__(self, host: NodeHost, connection: HTTPConnection):
+    def __init__(self, host: NodeHost, connection: HTTPConnection, emit: Emit | None = None):
         self.host = host
         self.connection = connection
         self.as_json = False
         self.head = False  # a HEAD request: the answer's headers without its body
+        #: Writes the answer: through Tornado's connection, or the lane's (``paxgos.net.lane``).
+        self.emit: Emit = emit or self._emit
 
     def data_received(self, chunk: bytes) -> None:
         pass  # only requests with a body keep it
@@ -102,7 +111,10 @@ class FastRequest(HTTPMessageDelegate):
         if self.head:
             body = b""
         headers["Date"] = http_date()
-        start = ResponseStartLine("HTTP/1.1", status, _REASONS.get(status, ""))
+        self.emit(status, headers, body)
+
+    def _emit(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        start = ResponseStartLine("HTTP/1.1", status, REASONS.get(status, ""))
         self.connection.write_headers(start, HTTPHeaders(headers), body)
         self.connection.finish()
 
@@ -113,13 +125,13 @@ class FastRequest(HTTPMessageDelegate):
 class ProposeRequest(FastRequest):
     """One ``/propose`` request: parse, propose, answer once the outcome is known."""
 
-    def __init__(self, host: NodeHost, connection: HTTPConnection):
-        super().__init__(host, connection)
+    def __init__(self, host: NodeHost, connection: HTTPConnection, emit: Emit | None = None):
+        super().__init__(host, connection, emit)
         self.uri = ""
         self.answer: Answer | None = None
         self.value = 0
 
-    def headers_received(self, start_line: Any, headers: HTTPHeaders) -> None:
+    def headers_received(self, start_line: Any, headers: Mapping[str, str]) -> None:  # type: ignore[override]
         assert isinstance(start_line, RequestStartLine)
         self.uri = start_line.path
         self.as_json = "application/json" in headers.get("Accept", "")
@@ -153,14 +165,20 @@ class MessageRequest(FastRequest):
     """``POST /prepare``, ``/accept``, ``/learn``: a peer's message in, the reply out (JSON);
     malformed messages are 400 and never reach the core."""
 
-    def __init__(self, host: NodeHost, connection: HTTPConnection, message_type: type):
-        super().__init__(host, connection)
+    def __init__(
+        self,
+        host: NodeHost,
+        connection: HTTPConnection,
+        message_type: type,
+        emit: Emit | None = None,
+    ):
+        super().__init__(host, connection, emit)
         self.message_type = message_type
         self.chunks: list[bytes] = []
         self.target = ""
         self.signature: str | None = None
 
-    def headers_received(self, start_line: Any, headers: HTTPHeaders) -> None:
+    def headers_received(self, start_line: Any, headers: Mapping[str, str]) -> None:  # type: ignore[override]
         self.as_json = "application/json" in headers.get("Accept", "")
         self.target = start_line.path
         self.signature = headers.get(SIGNATURE)
@@ -231,7 +249,8 @@ class Refused(FastRequest):
         pass  # answered already
 
 
-_REASONS = {
+#: The reason phrase of each status the fast path answers with.
+REASONS = {
     200: "OK",
     307: "Temporary Redirect",
     400: "Bad Request",

@@ -109,10 +109,13 @@ class ConnectionGuard:
 
 
 class NodeServer(HTTPServer):
-    """Tornado's ``HTTPServer`` with the limits of the module docstring."""
+    """Tornado's ``HTTPServer`` with the limits of the module docstring.  With a ``lane``
+    (``paxgos.net.lane``; plain HTTP only) every accepted connection starts there, and comes
+    here through ``serve_in_tornado`` once it asks for more than the lane serves."""
 
     guard: ConnectionGuard
     cap: int
+    lane: Any = None  # a paxgos.net.lane.Lane, set before add_sockets
 
     def initialize(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(*args, **kwargs)
@@ -120,17 +123,31 @@ class NodeServer(HTTPServer):
         self.cap = connection_cap()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        adopt = self.lane.adopt if self.lane is not None else self._handle_connection
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = accept_guarded(
-                sock, self._handle_connection, self.guard.evict
-            )
+            self._handlers[sock.fileno()] = accept_guarded(sock, adopt, self.guard.evict)
+
+    def open_connections(self) -> int:
+        """Connections open now, Tornado's and the lane's."""
+        return len(self._connections) + (len(self.lane.connections) if self.lane else 0)
+
+    def room(self) -> bool:
+        """Whether one more connection may open: under the cap, after evicting the connections
+        that waited longest for a request if need be (else it says so, rate-limited)."""
+        while self.open_connections() >= self.cap and self.guard.evict():
+            pass
+        if self.open_connections() >= self.cap:  # every connection is busy answering
+            rated.warning("cap", "connection cap %d reached; refusing a connection", self.cap)
+            return False
+        return True
+
+    def serve_in_tornado(self, sock: socket.socket, address: Any) -> None:
+        """Serve an accepted connection with Tornado's HTTP/1 server from now on."""
+        self._handle_connection(sock, address)
 
     def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
-        while len(self._connections) >= self.cap and self.guard.evict():
-            pass
-        if len(self._connections) >= self.cap:  # every connection is busy answering
-            rated.warning("cap", "connection cap %d reached; refusing a connection", self.cap)
+        if self.lane is None and not self.room():
             stream.close()
             return
         super().handle_stream(stream, address)

@@ -29,6 +29,7 @@ from paxgos.net.faults import FaultFlags, FaultInjector
 from paxgos.net.guard import ConnectionGuard, NodeServer, raise_fd_limit
 from paxgos.net.handlers import NotFoundHandler, routes
 from paxgos.net.host import PEER_TIMEOUT, REQUEST_TIMEOUT, NodeHost
+from paxgos.net.lane import Lane
 from paxgos.net.transport import configure_peer_client
 from paxgos.storage import MemoryStore, SQLiteStore, StorageError, Store
 
@@ -272,9 +273,10 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     sockets = listen(options.urls[options.node_id])
     host, app = build(options)
     guard = ConnectionGuard()
-    server = NodeServer(
-        NodeDelegate(app, host, guard), guard=guard, ssl_options=server_tls(options)
-    )
+    tls = server_tls(options)
+    server = NodeServer(NodeDelegate(app, host, guard), guard=guard, ssl_options=tls)
+    if tls is None:
+        server.lane = Lane(host, server)  # the hot requests off the socket (paxgos.net.lane)
     # Tornado arms a header timer for every request read (idle_connection_timeout, at least an
     # hour); at thousands of proposals a second that timer is a measurable share of the CPU.
     # The guard's sweep bounds the same wait (``paxgos.net.guard``).
