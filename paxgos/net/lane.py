@@ -61,8 +61,12 @@ rated = RateLimitedLog(logging.getLogger("paxgos.net"))
 
 #: The longest request head the lane takes; a longer one goes to Tornado.
 MAX_LANE_HEAD = 4096
-#: How much one peek may look at: a whole peer message and its head.
-PEEK_BYTES = MAX_LANE_HEAD + MAX_MESSAGE_BYTES
+#: How much a peek looks at first: a request and an Accept of a thousand values fit.  Only
+#: when the kernel holds more is it peeked at again, up to ``PEEK_MAX`` (a peek allocates what
+#: it may return, and most requests are a few hundred bytes).
+PEEK_BYTES = 64 * 1024
+#: The most one peek looks at: the longest peer message and its head.
+PEEK_MAX = MAX_LANE_HEAD + MAX_MESSAGE_BYTES
 #: A byte a plain head line never holds (controls, DEL, anything beyond ASCII).
 _ODD = re.compile(rb"[^\x20-\x7e\t\r\n]")
 #: The header fields the lane reads (lower case); any other is ignored, as Tornado's delegates
@@ -208,6 +212,8 @@ class LaneConnection:
     def _read(self) -> None:
         try:
             data = self.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+            if len(data) == PEEK_BYTES:  # maybe a long Accept: look at all of it
+                data = self.sock.recv(PEEK_MAX, socket.MSG_PEEK)
         except BlockingIOError:
             return
         except OSError:
