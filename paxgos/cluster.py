@@ -27,6 +27,7 @@ import concurrent.futures
 import json
 import os
 import queue
+import random
 import signal
 import socket
 import sqlite3
@@ -61,11 +62,40 @@ def say(text: str) -> None:
     print(f"paxgos: {text}", file=sys.stderr, flush=True)
 
 
-def free_ports(host: str, count: int) -> list[int]:
-    """``count`` distinct ports that were free a moment ago (held together while picking)."""
-    held = []
+#: Where ``free_ports`` looks: the ports just below the kernel's ephemeral range.
+FREE_PORT_SPAN = 16384
+
+
+def ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux's range, else IANA's)."""
     try:
-        for _ in range(count):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct ports that were free a moment ago (held together while picking),
+    drawn at random from below the ephemeral range: a port the kernel hands out for any
+    outgoing connection (a peer's, a test client's) could be taken between this pick and the
+    node's bind, which made parallel test runs fail with "Address already in use".  Falls back
+    to the kernel's choice when that range is too crowded."""
+    low = ephemeral_low()
+    candidates = list(range(max(1024, low - FREE_PORT_SPAN), low))
+    random.shuffle(candidates)
+    held: list[socket.socket] = []
+    try:
+        for port in candidates[: 64 * count]:
+            if len(held) == count:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+        while len(held) < count:
             sock = socket.socket()
             sock.bind((host, 0))
             held.append(sock)

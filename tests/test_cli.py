@@ -349,3 +349,15 @@ def test_defaults_are_stated_once() -> None:
     supervisor.cluster_id, supervisor.secret_file = "c", "s"
     handed_on = node_parser().parse_args(["--id", "0", "--peers", "x", *passthrough(supervisor)])
     assert node_options(handed_on, 0, urls) == defaults
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_free() -> None:
+    """A port the kernel could give an outgoing connection is never picked (parallel test runs
+    lost a node to "Address already in use" that way)."""
+    from paxgos.cluster import ephemeral_low, free_ports
+
+    ports = free_ports("127.0.0.1", 8)
+    assert len(set(ports)) == 8 and all(1024 <= port < ephemeral_low() for port in ports), ports
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
