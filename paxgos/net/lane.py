@@ -31,6 +31,7 @@ here (``NodeServer`` sends them to Tornado at accept).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import re
@@ -39,7 +40,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tornado.httputil import RequestStartLine
-from tornado.ioloop import IOLoop
 
 from paxgos.net.auth import SIGNATURE, foreign
 from paxgos.net.fastpath import (
@@ -193,23 +193,29 @@ class LaneConnection:
         self.sock = sock
         self.fd = sock.fileno()
         self.address = address
-        self.loop = IOLoop.current()
+        # The asyncio loop's own reader and writer callbacks: Tornado's ``update_handler``
+        # around every request cost more than the lane's parsing.
+        self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.busy = False  # a request is in: the next is not looked at until it is answered
+        self.reading = False  # the socket's reader is registered
         self.unsent = b""  # the part of an answer the socket did not take yet
-        self.loop.add_handler(self.fd, self._ready, 0)
 
     def wait(self) -> None:
-        """Wait for the next request (its read deadline runs from now)."""
+        """Wait for the next request (its read deadline runs from now).  The reader stays
+        registered from one request to the next; it is removed only when a request arrives
+        while one is being answered (``_read``)."""
         self.lane.server.guard.waits(self)
-        self.loop.update_handler(self.fd, IOLoop.READ)
-
-    def _ready(self, fd: Any, events: int) -> None:
-        if events & IOLoop.WRITE:
-            self._send(b"")
-        elif events & IOLoop.READ:
-            self._read()
+        self.busy = False
+        if not self.reading:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._read)
 
     def _read(self) -> None:
+        if self.busy:  # a pipelined request: looked at once this one's answer is out
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+            return
         try:
             data = self.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
             if len(data) == PEEK_BYTES:  # maybe a long Accept: look at all of it
@@ -226,7 +232,7 @@ class LaneConnection:
         if request is None:
             self.hand_off()
             return
-        self.loop.update_handler(self.fd, 0)  # one request at a time
+        self.busy = True  # one request at a time
         self.lane.server.guard.read(self)
         try:
             self._consume(request.body_end)
@@ -270,17 +276,20 @@ class LaneConnection:
         except OSError:
             self.close()
             return
+        if sent < len(data) and not self.unsent:
+            self.loop.add_writer(self.fd, self._send, b"")
+        elif sent == len(data) and self.unsent:
+            self.loop.remove_writer(self.fd)
         self.unsent = data[sent:]
-        if self.unsent:
-            self.loop.update_handler(self.fd, IOLoop.WRITE)
-        else:
+        if not self.unsent:
             self.wait()
 
     def _leave(self) -> None:
         self.closed = True
         self.lane.connections.discard(self)
         self.lane.server.guard.read(self)
-        self.loop.remove_handler(self.fd)
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
 
     def close(self) -> None:
         """Close the connection (the client left, the guard's deadline or eviction)."""
