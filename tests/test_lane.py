@@ -14,6 +14,7 @@ import pytest
 
 from paxgos.core.messages import Accept, Learn
 from paxgos.net.fastpath import MAX_MESSAGE_BYTES
+from paxgos.net.guard import ConnectionGuard, NodeServer
 from paxgos.net.lane import take
 from paxgos.testing.procs import LocalNodes
 
@@ -73,6 +74,13 @@ def test_the_lane_takes_a_proposal_and_a_whole_peer_message() -> None:
         b"POST /accept HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
         b"POST /accept HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
         post("/accept", b" " * (MAX_MESSAGE_BYTES + 1)),
+        # Tornado answers these 400 (a field name that is no token, a bare CR and a bare LF,
+        # a tab in the target), or ends the head at the bare LF LF and serves two requests.
+        b"GET /propose/7 HTTP/1.1\r\nX(y): z\r\n\r\n",
+        b"GET /propose/7 HTTP/1.1\r\nX Y: z\r\n\r\n",
+        b"GET /propose/5 HTTP/1.1\r\nX: a\rb\nc\r\n\r\n",
+        b"GET /propose/1\t HTTP/1.1\r\n\r\n",
+        b"GET /propose/1 HTTP/1.1\r\nX: a\n\n\rGET /propose/2 HTTP/1.1\r\r\nY: b\r\n\r\n",
     ],
 )
 def test_every_other_request_is_left_to_tornado(data: bytes) -> None:
@@ -157,3 +165,24 @@ def test_a_request_that_arrives_in_pieces_is_answered(
     nodes.wait_converged(timeout=5, at_least=1)
     for i in range(3):
         assert [value for _, value in nodes.history(i)] == [21]
+
+
+class _Idle:
+    """A connection waiting for a request whose close, like Tornado's, leaves the server's count
+    only later (once its request loop unwinds)."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_new_connection_evicts_only_as_many_as_the_cap_needs() -> None:
+    server = NodeServer(lambda request: None, guard=ConnectionGuard())
+    server.cap = 4
+    idle = [_Idle() for _ in range(4)]
+    server._connections = set(idle)  # type: ignore[assignment]
+    for connection in idle:
+        server.guard.waits(connection)
+    assert server.room()
+    assert [c.closed for c in idle] == [True, False, False, False]  # the longest-waiting one

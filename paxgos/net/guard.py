@@ -133,11 +133,14 @@ class NodeServer(HTTPServer):
         return len(self._connections) + (len(self.lane.connections) if self.lane else 0)
 
     def room(self) -> bool:
-        """Whether one more connection may open: under the cap, after evicting the connections
-        that waited longest for a request if need be (else it says so, rate-limited)."""
-        while self.open_connections() >= self.cap and self.guard.evict():
-            pass
-        if self.open_connections() >= self.cap:  # every connection is busy answering
+        """Whether one more connection may open: under the cap, after evicting as many of the
+        connections that waited longest for a request as it takes (else it says so,
+        rate-limited).  An evicted Tornado connection leaves the count only once its request
+        loop has unwound, so evictions are counted, not the connections still open."""
+        excess = self.open_connections() - self.cap + 1
+        while excess > 0 and self.guard.evict():
+            excess -= 1
+        if excess > 0:  # every connection is busy answering
             rated.warning("cap", "connection cap %d reached; refusing a connection", self.cap)
             return False
         return True

@@ -23,10 +23,14 @@ The shapes it takes (HTTP/1.1 only):
   ``MAX_MESSAGE_BYTES``.
 
 Like Tornado's server it reads one request at a time per connection: the next is not looked at
-until this one's answer has been written.  The connection limits of ``paxgos.net.guard`` apply
-as to Tornado's connections: the read deadline runs while a connection waits for a request, the
-cap counts lane connections too, and eviction closes them alike.  HTTPS connections never come
-here (``NodeServer`` sends them to Tornado at accept).
+until this one's answer has been written.  Unlike Tornado's, it does not watch for the client's
+end of the stream meanwhile: a client that half-closes after its request still gets the answer
+(Tornado closes at once), and one that left holds its descriptor until the answer is due.
+
+The connection limits of ``paxgos.net.guard`` apply as to Tornado's connections: the read
+deadline runs while a connection waits for a request, the cap counts lane connections too, and
+eviction closes them alike.  HTTPS connections, and nodes that require peer certificates, never
+use the lane (``paxgos.net.server``).
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ PEEK_BYTES = 64 * 1024
 PEEK_MAX = MAX_LANE_HEAD + MAX_MESSAGE_BYTES
 #: A byte a plain head line never holds (controls, DEL, anything beyond ASCII).
 _ODD = re.compile(rb"[^\x20-\x7e\t\r\n]")
+#: A request target the lane takes: visible ASCII only (no tab, no space).
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+#: A header field name (RFC 9110 token), as Tornado's parser requires.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: The header fields the lane reads (lower case); any other is ignored, as Tornado's delegates
 #: ignore them.
 _FIELDS = frozenset(
@@ -96,11 +104,12 @@ def take(data: bytes, own_origin: str) -> Take | None:
     if end < 0:
         return None
     head = data[:end]
-    if _ODD.search(head) or head.count(b"\r") != head.count(b"\n"):
-        return None  # a bare CR or LF, or a byte Tornado's parser judges for itself
+    pairs = head.count(b"\r\n")
+    if _ODD.search(head) or head.count(b"\r") != pairs or head.count(b"\n") != pairs:
+        return None  # a bare CR or LF (Tornado ends a head at LF LF), or an odd byte
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not _TARGET.fullmatch(parts[1]):
         return None
     method, target = parts[0], parts[1]
     message_type: type | None = None
@@ -116,8 +125,8 @@ def take(data: bytes, own_origin: str) -> Take | None:
     fields: dict[bytes, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name[:1] in b" \t" or name[-1:] in b" \t":
-            return None  # a folded line, or no field name: Tornado's rules decide
+        if not colon or not _TOKEN.fullmatch(name):
+            return None  # a folded line, or a name that is no token: Tornado's rules decide
         key = name.lower()
         if key in _FIELDS:
             if key in fields:
@@ -218,8 +227,10 @@ class LaneConnection:
             return
         try:
             data = self.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
-            if len(data) == PEEK_BYTES:  # maybe a long Accept: look at all of it
+            request = take(data, self.lane.origin)
+            if request is None and len(data) == PEEK_BYTES:  # maybe a long Accept: look at all
                 data = self.sock.recv(PEEK_MAX, socket.MSG_PEEK)
+                request = take(data, self.lane.origin)
         except BlockingIOError:
             return
         except OSError:
@@ -228,7 +239,6 @@ class LaneConnection:
         if not data:
             self.close()  # the client is done
             return
-        request = take(data, self.lane.origin)
         if request is None:
             self.hand_off()
             return

@@ -275,7 +275,7 @@ async def serve(options: NodeOptions, exit_with_parent: bool = False) -> None:
     guard = ConnectionGuard()
     tls = server_tls(options)
     server = NodeServer(NodeDelegate(app, host, guard), guard=guard, ssl_options=tls)
-    if tls is None:
+    if tls is None and not host.peer_cert_required:
         server.lane = Lane(host, server)  # the hot requests off the socket (paxgos.net.lane)
     # Tornado arms a header timer for every request read (idle_connection_timeout, at least an
     # hour); at thousands of proposals a second that timer is a measurable share of the CPU.
