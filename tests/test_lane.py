@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hostile import host_port
 
 from paxgos.core.messages import Accept, Learn
 from paxgos.net.fastpath import MAX_MESSAGE_BYTES
@@ -120,8 +121,8 @@ def test_one_connection_goes_from_the_lane_to_tornado_and_keeps_its_requests(
     make_nodes: Callable[..., LocalNodes],
 ) -> None:
     nodes = make_nodes(3)
-    host, port = nodes.urls[0].split("//")[1].split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    host, _ = host_port(nodes.urls[0])
+    with socket.create_connection(host_port(nodes.urls[0]), timeout=10) as sock:
         answers = Answers(sock)
         sock.sendall(f"GET /propose/11 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         assert answers.read() == [(200, b"CommandID: 1, Value 11\n")]
@@ -150,15 +151,14 @@ def test_a_request_that_arrives_in_pieces_is_answered(
     make_nodes: Callable[..., LocalNodes],
 ) -> None:
     nodes = make_nodes(3)
-    host, port = nodes.urls[0].split("//")[1].split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection(host_port(nodes.urls[0]), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(b"GET /propose/21 HT")
         time.sleep(0.2)
         sock.sendall(b"TP/1.1\r\n\r\n")
         assert Answers(sock).read() == [(200, b"CommandID: 1, Value 21\n")]
     # A bad value is the lane's 400, as it is Tornado's, and changes nothing.
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection(host_port(nodes.urls[0]), timeout=10) as sock:
         sock.sendall(b"GET /propose/1.5 HTTP/1.1\r\n\r\n")
         [(status, body)] = Answers(sock).read()
         assert status == 400 and body.count(b"\n") == 1, body

@@ -89,7 +89,8 @@ def http_date() -> str:
 
 
 class FastRequest(HTTPMessageDelegate):
-    """A request answered straight on its HTTP/1 connection."""
+    """A request answered by a bare delegate; ``emit`` writes the answer (Tornado's connection
+    or the lane's)."""
 
     def __init__(self, host: NodeHost, connection: HTTPConnection, emit: Emit | None = None):
         self.host = host

@@ -150,6 +150,7 @@ class NodeServer(HTTPServer):
         self._handle_connection(sock, address)
 
     def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
+        # With a lane, the cap was applied when the lane adopted the connection.
         if self.lane is None and not self.room():
             stream.close()
             return
