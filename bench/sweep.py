@@ -1,7 +1,7 @@
 """The concurrency sweep: Paxgos commits/s against etcd puts/s from one connection to a thousand.
 
     python -m bench.sweep [--points 1,4,16,64,256,1024] [--duration 8] [--warmup 2] [--nodes 5]
-                          [--out DIR] [--no-etcd] [--node-args "--min-batch 1"]
+                          [--rounds 1] [--out DIR] [--no-etcd] [--node-args "--min-batch 1"]
 
 Owns ``bench/sweep.py``, ``bench/etcd.py`` (the etcd cluster) and ``bench/put.lua`` (wrk's
 etcd puts); ``tests/test_sweep.py`` is its smoke test.
@@ -15,12 +15,16 @@ At each point (a number of connections) it runs wrk (``-t1 -c<N> -d<D>s --latenc
 the Paxgos leader's ``/propose/<value>`` (``bench/propose.lua``) and against the etcd leader's
 ``POST /v3/kv/put`` with a key and value that change on every request (``bench/put.lua``), one
 after the other, the order alternating from point to point so that a drift of the host's speed
-weighs on both; each run follows a short warm-up at the same load.  Per run it records the 2xx
-answers per second (wrk's total minus its "Non-2xx or 3xx" count, which counts status >= 400),
-the non-2xx answers and socket errors, p50/p90/p99 latency, and the CPU cores used by every
-node or member, by wrk itself and by the whole machine during the run, so the report says which
-process saturates a core.  A cross-check counts what the leader itself saw: Paxgos' commit
-index, etcd's store revision.
+weighs on both; each run follows a short warm-up at the same load.  With ``--rounds R`` each
+point runs both systems R times, the order alternating from round to round too (ABBA...), and
+the report gives the means of the rounds and how many rounds Paxgos led: where the two are
+close, one pair of runs on a host whose speed drifts cannot say which is faster.
+
+Per run it records the 2xx answers per second (wrk's total minus its "Non-2xx or 3xx" count,
+which counts status >= 400), the non-2xx answers and socket errors, p50/p90/p99 latency, and the
+CPU cores used by every node or member, by wrk itself and by the whole machine during the run,
+so the report says which process saturates a core. A cross-check counts what the leader itself
+saw: Paxgos' commit index, etcd's store revision.
 
 The report directory (default ``bench/reports/<date>-sweep-<nodes>nodes/``) holds
 ``sweep.json`` (raw results and host info), ``sweep.csv``, ``throughput.png``, ``latency.png``
@@ -360,17 +364,20 @@ def sweep(args: argparse.Namespace, tmp: Path, use_etcd: bool) -> list[dict[str,
             cluster.start()
             targets["etcd"] = EtcdTarget(cluster)
         for index, connections in enumerate(args.points):
-            order = [s for s in SYSTEMS if s in targets]
-            if index % 2:
-                order.reverse()
-            for system in order:
-                r = measure(
-                    targets[system], connections, args.duration, args.warmup, f"{index}-{system}"
-                )
-                r["point"] = index
-                r["order"] = order.index(system)
-                results.append(r)
-                print(summary_line(r), flush=True)
+            for round_ in range(args.rounds):
+                order = [s for s in SYSTEMS if s in targets]
+                if (index + round_) % 2:
+                    order.reverse()
+                for system in order:
+                    r = measure(
+                        targets[system], connections, args.duration, args.warmup,
+                        f"{index}-{round_}-{system}",
+                    )  # fmt: skip
+                    r["point"] = index
+                    r["round"] = round_
+                    r["order"] = order.index(system)
+                    results.append(r)
+                    print(summary_line(r), flush=True)
     return results
 
 
@@ -388,12 +395,41 @@ def summary_line(r: dict[str, Any]) -> str:
 # --- the report ------------------------------------------------------------------------------
 
 
+#: A run's figures that the rounds of a point average.
+AVERAGED = ("ok_per_s", "requests_per_s", "p50_ms", "p90_ms", "p99_ms", "machine_cores",
+            "outside_cores")  # fmt: skip
+
+
+def combined(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One system's runs at one point as one result: the first run's fields, with the means
+    of the rounds' throughput, latencies and cores, and ``runs`` (every round's result)."""
+    out = {**runs[0], "runs": list(runs)}
+    for key in AVERAGED:
+        out[key] = sum(r[key] for r in runs) / len(runs)
+    names = list(dict.fromkeys(k for r in runs for k in r["cores"]))
+    out["cores"] = {
+        n: sum(r["cores"].get(n, math.nan) for r in runs) / len(runs) for n in names
+    }  # fmt: skip
+    out["busiest"] = max(
+        names, key=lambda k: -1.0 if math.isnan(out["cores"][k]) else out["cores"][k]
+    )
+    out["busiest_cores"] = out["cores"][out["busiest"]]
+    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
+    return out
+
+
 def by_point(results: Sequence[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
-    """The results grouped per point, in point order: ``[{system: result}]``."""
-    points: dict[int, dict[str, dict[str, Any]]] = {}
+    """The results grouped per point, in point order: ``[{system: combined result}]``."""
+    points: dict[int, dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        points.setdefault(r["point"], {})[r["system"]] = r
-    return [points[k] for k in sorted(points)]
+        points.setdefault(r["point"], {}).setdefault(r["system"], []).append(r)
+    return [{system: combined(runs) for system, runs in points[k].items()} for k in sorted(points)]
+
+
+def ahead(p: dict[str, Any], e: dict[str, Any]) -> tuple[int, int]:
+    """In how many of a point's rounds Paxgos committed faster than etcd put, of how many."""
+    pairs = list(zip(p["runs"], e["runs"], strict=False))
+    return sum(a["ok_per_s"] > b["ok_per_s"] for a, b in pairs), len(pairs)
 
 
 def fmt(x: float | None, digits: int = 0) -> str:
@@ -433,39 +469,46 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
         + ".",
         "",
     ]
+    rounds = max(len(pt["paxgos"]["runs"]) for pt in points)
     rows = []
     for pt in points:
         p, e = pt["paxgos"], pt.get("etcd")
-        rows.append(
-            [
-                str(p["connections"]),
-                fmt(p["ok_per_s"]),
-                fmt(e["ok_per_s"]) if e else "–",
-                f"{ratio(p, e):.2f}x" if e else "–",
-                f"{fmt(p['p99_ms'], 1)} / {fmt(e['p99_ms'], 1) if e else '–'}",
-                f"{fmt(p['p50_ms'], 2)} / {fmt(e['p50_ms'], 2) if e else '–'}",
-                busiest_text(p),
-                busiest_text(e),
-            ]
-        )
+        row = [
+            str(p["connections"]),
+            fmt(p["ok_per_s"]),
+            fmt(e["ok_per_s"]) if e else "–",
+            f"{ratio(p, e):.2f}x" if e else "–",
+            f"{fmt(p['p99_ms'], 1)} / {fmt(e['p99_ms'], 1) if e else '–'}",
+            f"{fmt(p['p50_ms'], 2)} / {fmt(e['p50_ms'], 2) if e else '–'}",
+            busiest_text(p),
+            busiest_text(e),
+        ]
+        if rounds > 1:
+            row.insert(4, "{} of {}".format(*ahead(p, e)) if e else "–")
+        rows.append(row)
+    headers = [
+        "connections",
+        "paxgos commits/s",
+        "etcd puts/s",
+        "ratio",
+        "p99 paxgos / etcd (ms)",
+        "p50 paxgos / etcd (ms)",
+        "busiest process, paxgos run (cores)",
+        "busiest process, etcd run (cores)",
+    ]
+    if rounds > 1:
+        headers.insert(4, "rounds paxgos ahead")
     lines += [
         "## Results",
         "",
-        markdown_table(
-            [
-                "connections",
-                "paxgos commits/s",
-                "etcd puts/s",
-                "ratio",
-                "p99 paxgos / etcd (ms)",
-                "p50 paxgos / etcd (ms)",
-                "busiest process, paxgos run (cores)",
-                "busiest process, etcd run (cores)",
-            ],
-            rows,
-        ),
+        markdown_table(headers, rows),
         "",
     ]
+    if rounds > 1:
+        lines += [
+            f"Each figure is the mean of {rounds} rounds (every run is in the raw data).",
+            "",
+        ]
     if with_etcd:
         both = [pt for pt in points if "etcd" in pt]
         met = [
@@ -569,7 +612,8 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
         else "- etcd: not run.",
         f"- wrk `-t1 -c<N> -d<D>s --latency --timeout {WRK_TIMEOUT}`, after a warm-up of the "
         "same load; at each point both systems run one after the other, the order "
-        "alternating from point to point.",
+        "alternating from point to point"
+        + (f" and from round to round ({rounds} rounds)." if rounds > 1 else "."),
         '- Throughput counts 2xx answers only: wrk\'s requests minus its "Non-2xx or 3xx" '
         "count (which counts status >= 400; neither system answers its leader with a "
         "redirect). `leader_counted_per_s` in the raw data is what the leader itself "
@@ -663,11 +707,11 @@ def json_safe(value: Any) -> Any:
 def csv_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     names = list(dict.fromkeys(k for r in results for k in r["cores"]))
     fields = [
-        "point", "connections", "system", "order", "ok_per_s", "requests_per_s", "requests",
-        "ok", "non_2xx", "socket_connect", "socket_read", "socket_write", "socket_timeout",
-        "p50_ms", "p90_ms", "p99_ms", "leader", "leader_after", "leader_counted_per_s",
-        "busiest", "busiest_cores", *(f"cores {n}" for n in names), "machine_cores",
-        "outside_cores", "duration_s", "warmup_s", "elapsed_s",
+        "point", "round", "connections", "system", "order", "ok_per_s", "requests_per_s",
+        "requests", "ok", "non_2xx", "socket_connect", "socket_read", "socket_write",
+        "socket_timeout", "p50_ms", "p90_ms", "p99_ms", "leader", "leader_after",
+        "leader_counted_per_s", "busiest", "busiest_cores", *(f"cores {n}" for n in names),
+        "machine_cores", "outside_cores", "duration_s", "warmup_s", "elapsed_s",
     ]  # fmt: skip
     rows = []
     for r in results:
@@ -716,6 +760,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=8, help="seconds of wrk per run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per run")
     parser.add_argument("--nodes", type=int, default=5, help="Paxgos nodes and etcd members")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs of each system per point, alternating"
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="report directory")
     parser.add_argument("--no-etcd", action="store_true", help="sweep Paxgos alone")
     parser.add_argument("--node-args", default="", help="extra node options, space-separated")
@@ -726,6 +773,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--warmup must be 0..60 seconds")
     if not 1 <= args.nodes <= 15:
         parser.error("--nodes must be 1..15")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be 1..20")
     if args.out is None:
         args.out = BENCH / "reports" / f"{datetime.now():%Y-%m-%d}-sweep-{args.nodes}nodes"
     return args
@@ -746,7 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sweep: {args.nodes} Paxgos nodes"
         + (f" and {args.nodes} etcd {host['etcd']} members" if use_etcd else "")
         + f", points {','.join(map(str, args.points))}, {args.duration} s each "
-        f"(+{args.warmup} s warm-up); report in {args.out}",
+        f"(+{args.warmup} s warm-up)"
+        + (f", {args.rounds} rounds" if args.rounds > 1 else "")
+        + f"; report in {args.out}",
         flush=True,
     )
     with terminated_as_exit(), tempfile.TemporaryDirectory(prefix="paxgos-sweep-") as tmp:
@@ -764,6 +815,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{p['p99_ms']:6.1f} ms"
             + (
                 f"  etcd {e['ok_per_s']:8.0f}/s p99 {e['p99_ms']:6.1f} ms  ratio {ratio(p, e):.2f}x"
+                + (
+                    "  paxgos ahead in {} of {} rounds".format(*ahead(p, e))
+                    if args.rounds > 1
+                    else ""
+                )
                 if e
                 else ""
             )

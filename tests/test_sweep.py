@@ -111,6 +111,26 @@ def test_report_directory_from_made_up_results(tmp_path: Path) -> None:
     assert "apt-get install etcd-server" in (tmp_path / "alone" / "README.md").read_text()
 
 
+def test_rounds_are_averaged_and_counted(tmp_path: Path) -> None:
+    """With ``--rounds`` the table gives each point's means and the rounds Paxgos led."""
+    results = [
+        {**made_up(0, 1, "paxgos", 100.0), "round": 0},
+        {**made_up(0, 1, "etcd", 200.0), "round": 0, "p99_ms": 5.0},
+        {**made_up(0, 1, "etcd", 150.0), "round": 1, "p99_ms": 1.0},
+        {**made_up(0, 1, "paxgos", 300.0), "round": 1, "p99_ms": 2.0},
+    ]
+    host = sweep.host_info(["--rounds", "2"], etcd=True, fd_limit=1024)
+    sweep.write_report(tmp_path, results, host, nodes=2)
+    readme = (tmp_path / "README.md").read_text()
+    assert "| 1 | 200 | 175 | 1.14x | 1 of 2 | 2.5 / 3.0 |" in readme
+    assert "mean of 2 rounds" in readme and "at 1 of 1 points." in readme
+    assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 5  # every run
+    assert sweep.parse_args(["--rounds", "3"]).rounds == 3
+    for bad in ("0", "21"):
+        with pytest.raises(SystemExit):
+            sweep.parse_args(["--rounds", bad])
+
+
 @needs_wrk
 def test_a_short_sweep_of_paxgos_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
