@@ -17,8 +17,9 @@ the Paxgos leader's ``/propose/<value>`` (``bench/propose.lua``) and against the
 after the other, the order alternating from point to point so that a drift of the host's speed
 weighs on both; each run follows a short warm-up at the same load.  With ``--rounds R`` each
 point runs both systems R times, the order alternating from round to round too (ABBA...), and
-the report gives the means of the rounds and how many rounds Paxgos led: where the two are
-close, one pair of runs on a host whose speed drifts cannot say which is faster.
+the report gives the rounds' mean throughput, their median latencies and how many rounds Paxgos
+led: where the two are close, one pair of runs on a host whose speed drifts cannot say which
+is faster.
 
 Per run it records the 2xx answers per second (wrk's total minus its "Non-2xx or 3xx" count,
 which counts status >= 400), the non-2xx answers and socket errors, p50/p90/p99 latency, and the
@@ -47,6 +48,7 @@ import resource
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -395,17 +397,22 @@ def summary_line(r: dict[str, Any]) -> str:
 # --- the report ------------------------------------------------------------------------------
 
 
-#: A run's figures that the rounds of a point average.
-AVERAGED = ("ok_per_s", "requests_per_s", "p50_ms", "p90_ms", "p99_ms", "machine_cores",
-            "outside_cores")  # fmt: skip
+#: A run's figures of which the rounds of a point give the mean.
+AVERAGED = ("ok_per_s", "requests_per_s", "machine_cores", "outside_cores")
+#: ... and of which the median: one stall (a cluster's first seconds, a hiccup of the host)
+#: would make the mean of a p99 a figure of that stall alone.
+MEDIAN = ("p50_ms", "p90_ms", "p99_ms")
 
 
 def combined(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One system's runs at one point as one result: the first run's fields, with the means
-    of the rounds' throughput, latencies and cores, and ``runs`` (every round's result)."""
+    of the rounds' throughput and cores, the medians of their latencies, and ``runs`` (every
+    round's result)."""
     out = {**runs[0], "runs": list(runs)}
     for key in AVERAGED:
         out[key] = sum(r[key] for r in runs) / len(runs)
+    for key in MEDIAN:
+        out[key] = statistics.median(r[key] for r in runs)
     names = list(dict.fromkeys(k for r in runs for k in r["cores"]))
     out["cores"] = {
         n: sum(r["cores"].get(n, math.nan) for r in runs) / len(runs) for n in names
@@ -506,7 +513,8 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
     ]
     if rounds > 1:
         lines += [
-            f"Each figure is the mean of {rounds} rounds (every run is in the raw data).",
+            f"Throughput and cores are the means of {rounds} rounds, latencies their medians "
+            "(every run is in the raw data).",
             "",
         ]
     if with_etcd:

@@ -112,19 +112,22 @@ def test_report_directory_from_made_up_results(tmp_path: Path) -> None:
 
 
 def test_rounds_are_averaged_and_counted(tmp_path: Path) -> None:
-    """With ``--rounds`` the table gives each point's means and the rounds Paxgos led."""
+    """With ``--rounds`` the table gives each point's mean throughput, median latencies and
+    the rounds Paxgos led."""
     results = [
         {**made_up(0, 1, "paxgos", 100.0), "round": 0},
         {**made_up(0, 1, "etcd", 200.0), "round": 0, "p99_ms": 5.0},
         {**made_up(0, 1, "etcd", 150.0), "round": 1, "p99_ms": 1.0},
         {**made_up(0, 1, "paxgos", 300.0), "round": 1, "p99_ms": 2.0},
+        {**made_up(0, 1, "paxgos", 200.0), "round": 2, "p99_ms": 900.0},
+        {**made_up(0, 1, "etcd", 175.0), "round": 2, "p99_ms": 4.0},
     ]
-    host = sweep.host_info(["--rounds", "2"], etcd=True, fd_limit=1024)
+    host = sweep.host_info(["--rounds", "3"], etcd=True, fd_limit=1024)
     sweep.write_report(tmp_path, results, host, nodes=2)
     readme = (tmp_path / "README.md").read_text()
-    assert "| 1 | 200 | 175 | 1.14x | 1 of 2 | 2.5 / 3.0 |" in readme
-    assert "mean of 2 rounds" in readme and "at 1 of 1 points." in readme
-    assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 5  # every run
+    assert "| 1 | 200 | 175 | 1.14x | 2 of 3 | 3.0 / 4.0 |" in readme
+    assert "means of 3 rounds, latencies their medians" in readme and "at 1 of 1 points." in readme
+    assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 7  # every run
     assert sweep.parse_args(["--rounds", "3"]).rounds == 3
     for bad in ("0", "21"):
         with pytest.raises(SystemExit):
