@@ -565,6 +565,41 @@ def test_a_kept_alive_answer_reuses_its_connection(kind: str) -> None:
     assert peer.connections == 1
 
 
+def in_pieces(data: bytes, size: int) -> Respond:
+    """``data`` written ``size`` bytes at a time, each in a segment of its own."""
+
+    async def respond(writer: asyncio.StreamWriter, peer: RawPeer) -> bool:
+        for start in range(0, len(data), size):
+            writer.write(data[start : start + size])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+            peer.sent += len(data[start : start + size])
+        return True
+
+    return respond
+
+
+@pytest.mark.parametrize("size", [5, 97, 4096])
+def test_an_answer_in_pieces_is_read_whole(kind: str, size: int) -> None:
+    """The head and the body arrive split anywhere (the pooled client reads whatever has
+    arrived and looks for the end of the head in it)."""
+    body = b'{"a": "' + b"x" * 600 + b'"}'
+    peer, answers, _ = exchange(
+        kind, in_pieces(ok(body, b"X-Pad: " + b"p" * 300 + b"\r\n"), size), 2
+    )
+    assert [(a.code, a.body) for a in answers] == [(200, body), (200, body)]
+    assert peer.connections == 1
+
+
+def test_bytes_after_an_answer_fail_it() -> None:
+    """A peer that sends more than the answer it was asked for (a second answer nobody asked
+    for, or garbage) is not believed, and its connection is not reused."""
+    peer, answers, _ = exchange("pooled", answer(ok(b"{}") + b"HTTP/1.1 200 OK\r\n"), 2)
+    assert [a.code for a in answers] == [599, 599]
+    assert "after the answer" in str(answers[0].error)
+    assert peer.connections == 2
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -23,7 +23,10 @@ compression or streaming.
 Framing (RFC 9112 §6.3): a 204 or 304 answer has no body; otherwise one ``Content-Length``
 (repeated only with the same value, RFC 9110 §8.6) gives its length, and with none the body runs
 to the connection's close, after which the connection is not reused.  ``Transfer-Encoding`` is
-refused (our peers never send it) and the connection closed.  ``Connection`` is a token list:
+refused (our peers never send it) and the connection closed, as is an answer followed by more
+bytes (one request is answered once).  An idle connection stays registered for reading, so that
+one the peer closed is noticed; what a peer sends on it unasked is buffered up to the stream's
+bound (the longest answer allowed and a head) and then the connection is closed.  ``Connection`` is a token list:
 ``close`` anywhere ends the connection.  The status is exactly three digits.  An answer longer
 than the request's ``max_body_size`` fails before its body is read.
 """
@@ -45,7 +48,7 @@ from urllib.parse import urlsplit
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import IOStream, SSLIOStream, StreamClosedError, UnsatisfiableReadError
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from paxgos.net.ratelog import RateLimitedLog
@@ -287,25 +290,35 @@ class PeerPool:
         try:
             if not written:
                 stream.write(request)
-            head = parse_head(await stream.read_until(b"\r\n\r\n", max_bytes=MAX_HEAD), max_body)
+            # Whatever has arrived, at once, rather than read_until and then read_bytes: each
+            # would leave the other's bytes in the stream's buffer, and the stream then stops
+            # and restarts listening around every answer (two epoll changes per request).
+            data = await stream.read_bytes(READ_CHUNK, partial=True)
+            end = data.find(b"\r\n\r\n")
+            while end < 0:
+                if len(data) > MAX_HEAD:
+                    raise BadAnswer(f"response head longer than {MAX_HEAD} bytes")
+                data += await stream.read_bytes(READ_CHUNK, partial=True)
+                end = data.find(b"\r\n\r\n")
+            if end + 4 > MAX_HEAD:
+                raise BadAnswer(f"response head longer than {MAX_HEAD} bytes")
+            head = parse_head(data[: end + 4], max_body)
+            body = data[end + 4 :]
             if head.length is None:
-                body = await self._read_to_close(stream, max_body)
-            elif head.length:
-                body = await stream.read_bytes(head.length)
-            else:
-                body = b""
+                body = await self._read_to_close(stream, max_body, body)
+            elif len(body) < head.length:
+                body += await stream.read_bytes(head.length - len(body))
+            if head.length is not None and len(body) > head.length:
+                raise BadAnswer(f"{len(body) - head.length} bytes after the answer")
         except PeerError:
             stream.close()
             raise
-        except UnsatisfiableReadError:
-            stream.close()
-            raise BadAnswer(f"response head longer than {MAX_HEAD} bytes") from None
         except StreamClosedError as exc:
             stream.close()
             if head is None:
                 raise _Stale(f"connection closed: {exc.real_error or 'before an answer'}") from None
             raise PeerError(f"connection closed in the answer: {exc.real_error}") from None
-        except Exception as exc:  # a full buffer, a head over MAX_HEAD, no memory
+        except Exception as exc:  # a full buffer, no memory
             stream.close()
             raise PeerError(f"answer unreadable: {exc!r}") from None
         finally:
@@ -316,10 +329,13 @@ class PeerPool:
             stream.close()
         return head, body
 
-    async def _read_to_close(self, stream: IOStream, max_body: int) -> bytes:
-        """A body with no length: everything until the peer closes, at most ``max_body``."""
-        chunks: list[bytes] = []
-        size = 0
+    async def _read_to_close(self, stream: IOStream, max_body: int, start: bytes) -> bytes:
+        """A body with no length: ``start`` and everything until the peer closes, at most
+        ``max_body``."""
+        if len(start) > max_body:
+            raise BadAnswer(f"answer without a length ran past the {max_body} bytes allowed")
+        chunks: list[bytes] = [start]
+        size = len(start)
         while True:
             try:
                 chunk = await stream.read_bytes(READ_CHUNK, partial=True)
