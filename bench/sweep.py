@@ -404,24 +404,30 @@ AVERAGED = ("ok_per_s", "requests_per_s", "machine_cores", "outside_cores")
 MEDIAN = ("p50_ms", "p90_ms", "p99_ms")
 
 
+def _known(values: Iterator[float]) -> list[float]:
+    """The figures that were measured (a run whose output gave none has NaN)."""
+    return [v for v in values if not math.isnan(v)]
+
+
 def combined(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One system's runs at one point as one result: the first run's fields, with the means
-    of the rounds' throughput and cores, the medians of their latencies, and ``runs`` (every
-    round's result)."""
+    """One system's runs at one point as one result: the first run's fields (its counts and
+    leader among them), with the means of the rounds' throughput and cores and the medians
+    of their latencies, each over the rounds that measured it (NaN if none did), and
+    ``runs`` (every round's result)."""
     out = {**runs[0], "runs": list(runs)}
     for key in AVERAGED:
-        out[key] = sum(r[key] for r in runs) / len(runs)
+        known = _known(r[key] for r in runs)
+        out[key] = sum(known) / len(known) if known else math.nan
     for key in MEDIAN:
-        out[key] = statistics.median(r[key] for r in runs)
+        known = _known(r[key] for r in runs)
+        out[key] = statistics.median(known) if known else math.nan
     names = list(dict.fromkeys(k for r in runs for k in r["cores"]))
-    out["cores"] = {
-        n: sum(r["cores"].get(n, math.nan) for r in runs) / len(runs) for n in names
-    }  # fmt: skip
+    cores = {n: _known(r["cores"].get(n, math.nan) for r in runs) for n in names}
+    out["cores"] = {n: sum(v) / len(v) if v else math.nan for n, v in cores.items()}
     out["busiest"] = max(
         names, key=lambda k: -1.0 if math.isnan(out["cores"][k]) else out["cores"][k]
     )
     out["busiest_cores"] = out["cores"][out["busiest"]]
-    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
     return out
 
 
@@ -434,8 +440,10 @@ def by_point(results: Sequence[dict[str, Any]]) -> list[dict[str, dict[str, Any]
 
 
 def ahead(p: dict[str, Any], e: dict[str, Any]) -> tuple[int, int]:
-    """In how many of a point's rounds Paxgos committed faster than etcd put, of how many."""
-    pairs = list(zip(p["runs"], e["runs"], strict=False))
+    """In how many of a point's rounds Paxgos committed faster than etcd put, of how many
+    rounds both ran."""
+    theirs = {r.get("round", 0): r for r in e["runs"]}
+    pairs = [(r, theirs[r.get("round", 0)]) for r in p["runs"] if r.get("round", 0) in theirs]
     return sum(a["ok_per_s"] > b["ok_per_s"] for a, b in pairs), len(pairs)
 
 
@@ -476,7 +484,11 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
         + ".",
         "",
     ]
-    rounds = max(len(pt["paxgos"]["runs"]) for pt in points)
+    rounds = max(len(r["runs"]) for pt in points for r in pt.values())
+
+    def run_name(r: dict[str, Any]) -> str:
+        return f"{r['system']}, round {r.get('round', 0) + 1}" if rounds > 1 else r["system"]
+
     rows = []
     for pt in points:
         p, e = pt["paxgos"], pt.get("etcd")
@@ -527,8 +539,10 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
         ]
         missed = ", ".join(str(pt["paxgos"]["connections"]) for pt in both if pt not in met)
         lines += [
-            f"Paxgos commits at least as fast as etcd puts, with a p99 no worse, at {len(met)} "
-            f"of {len(both)} points" + (f" (missed at N = {missed})." if missed else "."),
+            "Paxgos commits at least as fast as etcd puts, with a p99 no worse"
+            + (" (the rounds' mean throughput, their median p99)" if rounds > 1 else "")
+            + f", at {len(met)} of {len(both)} points"
+            + (f" (missed at N = {missed})." if missed else "."),
             "",
         ]
     else:
@@ -563,7 +577,7 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
                 [
                     [
                         str(r["connections"]),
-                        r["system"],
+                        run_name(r),
                         str(r["non_2xx"]),
                         ", ".join(f"{k} {v}" for k, v in r["socket_errors"].items()),
                         r.get("wrk_stderr", "").replace("\n", " ")[:120],
@@ -577,7 +591,7 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
     changed = [r for r in results if r["leader"] != r["leader_after"]]
     for r in changed:
         lines.append(
-            f"\nLeader changed during the {r['system']} run at {r['connections']} connections "
+            f"\nLeader changed during the {run_name(r)} run at {r['connections']} connections "
             f"({r['leader']} -> {r['leader_after']}): that point measured a failover too."
         )
     lines += ["", "## CPU per process (cores, during each measured run)", ""]
@@ -588,7 +602,7 @@ def readme(results: Sequence[dict[str, Any]], host: dict[str, Any], nodes: int) 
             [
                 [
                     str(r["connections"]),
-                    r["system"],
+                    run_name(r),
                     *(
                         fmt(r["cores"][n], 2) + (" (leader)" if process_label(r, n) != n else "")
                         if n in r["cores"]

@@ -126,7 +126,13 @@ def test_rounds_are_averaged_and_counted(tmp_path: Path) -> None:
     sweep.write_report(tmp_path, results, host, nodes=2)
     readme = (tmp_path / "README.md").read_text()
     assert "| 1 | 200 | 175 | 1.14x | 2 of 3 | 3.0 / 4.0 |" in readme
-    assert "means of 3 rounds, latencies their medians" in readme and "at 1 of 1 points." in readme
+    assert "means of 3 rounds, latencies their medians" in readme
+    assert "(the rounds' mean throughput, their median p99), at 1 of 1 points." in readme
+    assert "| 1 | paxgos, round 3 |" in readme  # every run in the CPU table, named
+    nan_round = {**made_up(0, 1, "etcd", 100.0), "round": 3, "p99_ms": math.nan}
+    again = sweep.by_point([*results, nan_round])[0]["etcd"]
+    assert again["p99_ms"] == 4.0 and again["ok_per_s"] == pytest.approx(156.25)
+    assert sweep.ahead(sweep.by_point(results)[0]["paxgos"], again) == (2, 3)
     assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 7  # every run
     assert sweep.parse_args(["--rounds", "3"]).rounds == 3
     for bad in ("0", "21"):

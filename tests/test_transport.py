@@ -46,7 +46,14 @@ from paxgos.core.messages import (
 )
 from paxgos.net import transport as transport_module
 from paxgos.net.auth import SIGNATURE, PeerAuth
-from paxgos.net.peerclient import BadAnswer, PeerError, PeerRequest, PooledHTTPClient, parse_head
+from paxgos.net.peerclient import (
+    MAX_HEAD,
+    BadAnswer,
+    PeerError,
+    PeerRequest,
+    PooledHTTPClient,
+    parse_head,
+)
 from paxgos.net.transport import (
     MAX_RESPONSE,
     PEER_CLIENTS,
@@ -565,39 +572,106 @@ def test_a_kept_alive_answer_reuses_its_connection(kind: str) -> None:
     assert peer.connections == 1
 
 
-def in_pieces(data: bytes, size: int) -> Respond:
-    """``data`` written ``size`` bytes at a time, each in a segment of its own."""
+def at_offsets(data: bytes, offsets: list[int]) -> Respond:
+    """``data`` cut at ``offsets``, each piece written in a segment of its own."""
 
     async def respond(writer: asyncio.StreamWriter, peer: RawPeer) -> bool:
-        for start in range(0, len(data), size):
-            writer.write(data[start : start + size])
+        cuts = [0, *offsets, len(data)]
+        for start, stop in zip(cuts, cuts[1:], strict=False):
+            writer.write(data[start:stop])
             await writer.drain()
-            await asyncio.sleep(0.001)
-            peer.sent += len(data[start : start + size])
+            await asyncio.sleep(0.002)
+            peer.sent += stop - start
         return True
 
     return respond
 
 
-@pytest.mark.parametrize("size", [5, 97, 4096])
-def test_an_answer_in_pieces_is_read_whole(kind: str, size: int) -> None:
-    """The head and the body arrive split anywhere (the pooled client reads whatever has
-    arrived and looks for the end of the head in it)."""
-    body = b'{"a": "' + b"x" * 600 + b'"}'
-    peer, answers, _ = exchange(
-        kind, in_pieces(ok(body, b"X-Pad: " + b"p" * 300 + b"\r\n"), size), 2
-    )
-    assert [(a.code, a.body) for a in answers] == [(200, body), (200, body)]
+BODY = b'{"a": "' + b"x" * 600 + b'"}'
+PIECES = ok(BODY, b"X-Pad: " + b"p" * 300 + b"\r\n")
+HEAD_END = PIECES.index(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [[HEAD_END + 1], [HEAD_END + 2], [HEAD_END + 3], [HEAD_END + 4], [HEAD_END + 9],
+     [5, HEAD_END - 1, HEAD_END + 2, HEAD_END + 300]],
+    ids=["cr|lf", "crlf|crlf", "crlfcr|lf", "head|body", "in-body", "many"],
+)  # fmt: skip
+def test_an_answer_in_pieces_is_read_whole(kind: str, offsets: list[int]) -> None:
+    """The head and the body arrive split anywhere, the end of the head too (the pooled
+    client reads whatever has arrived and looks for the end of the head across reads)."""
+    peer, answers, _ = exchange(kind, at_offsets(PIECES, offsets), 2)
+    assert [(a.code, a.body) for a in answers] == [(200, BODY), (200, BODY)]
     assert peer.connections == 1
 
 
+def test_a_head_of_the_longest_allowed_is_read_and_one_byte_more_is_not() -> None:
+    def answer_with_head_of(size: int) -> bytes:
+        start = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: "
+        return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n{}"
+
+    _, answers, _ = exchange("pooled", answer(answer_with_head_of(MAX_HEAD)))
+    assert (answers[0].code, answers[0].body) == (200, b"{}")
+    _, answers, _ = exchange("pooled", answer(answer_with_head_of(MAX_HEAD + 1)))
+    assert answers[0].code == 599 and f"longer than {MAX_HEAD}" in str(answers[0].error)
+
+
 def test_bytes_after_an_answer_fail_it() -> None:
-    """A peer that sends more than the answer it was asked for (a second answer nobody asked
-    for, or garbage) is not believed, and its connection is not reused."""
+    """A peer that sends more than the answer it was asked for, in the same segment, is not
+    believed, and its connection is not reused."""
     peer, answers, _ = exchange("pooled", answer(ok(b"{}") + b"HTTP/1.1 200 OK\r\n"), 2)
     assert [a.code for a in answers] == [599, 599]
     assert "after the answer" in str(answers[0].error)
     assert peer.connections == 2
+
+
+def test_an_answer_sent_unasked_on_an_idle_connection_is_never_taken_for_one() -> None:
+    """A stray answer arriving while the connection is idle (failed before: the next request
+    got it, and every later one the answer to the request before it)."""
+
+    async def respond(writer: asyncio.StreamWriter, peer: RawPeer) -> bool:
+        writer.write(ok(b'{"n": %d}' % peer.requests))
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(ok(b'{"stray": 1}'))
+        await writer.drain()
+        return True
+
+    async def run() -> tuple[RawPeer, list[HTTPResponse]]:
+        peer = await RawPeer(respond).start()
+        client = make_client("pooled")
+        answers = []
+        try:
+            for _ in range(3):
+                answers.append(await fetch(client, peer.url + "/learn", method="POST", body=b"{}"))
+                await asyncio.sleep(0.1)  # the stray answer arrives meanwhile
+        finally:
+            client.close()
+            await peer.stop()
+        return peer, answers
+
+    peer, answers = asyncio.run(run())
+    assert [(a.code, a.body) for a in answers] == [
+        (200, b'{"n": 1}'), (200, b'{"n": 2}'), (200, b'{"n": 3}')
+    ]  # fmt: skip
+    assert peer.connections == 3  # each connection dropped once the stray answer came
+
+
+def test_a_reused_connection_closed_instead_of_answering_is_retried_once() -> None:
+    """The peer reads the request on a kept-alive connection and closes it unanswered (the
+    close crossed the request): the request goes again on a new connection."""
+
+    async def respond(writer: asyncio.StreamWriter, peer: RawPeer) -> bool:
+        if peer.requests == 2:
+            return False  # closed, unanswered
+        writer.write(ok(b'{"n": %d}' % peer.requests))
+        await writer.drain()
+        return True
+
+    peer, answers, _ = exchange("pooled", respond, 2)
+    assert [(a.code, a.body) for a in answers] == [(200, b'{"n": 1}'), (200, b'{"n": 3}')]
+    assert peer.requests == 3 and peer.connections == 2
 
 
 @pytest.mark.parametrize(

@@ -24,11 +24,12 @@ Framing (RFC 9112 §6.3): a 204 or 304 answer has no body; otherwise one ``Conte
 (repeated only with the same value, RFC 9110 §8.6) gives its length, and with none the body runs
 to the connection's close, after which the connection is not reused.  ``Transfer-Encoding`` is
 refused (our peers never send it) and the connection closed, as is an answer followed by more
-bytes (one request is answered once).  An idle connection stays registered for reading, so that
-one the peer closed is noticed; what a peer sends on it unasked is buffered up to the stream's
-bound (the longest answer allowed and a head) and then the connection is closed.  ``Connection`` is a token list:
-``close`` anywhere ends the connection.  The status is exactly three digits.  An answer longer
-than the request's ``max_body_size`` fails before its body is read.
+bytes on a connection kept alive (one request is answered once).  An idle connection keeps a
+read under way, so that one the peer closed, or sent something on unasked (at most one read's
+worth, 64 KiB, is taken), is noticed and closed before it carries another request.
+``Connection`` is a token list: ``close`` anywhere ends the connection.  The status is exactly
+three digits.  An answer longer than the request's ``max_body_size`` fails before its body is
+read.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ MAX_HEAD = 16 * 1024
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 #: How often overdue answers are looked for (seconds).
 SWEEP_INTERVAL = 0.1
-#: Bytes asked for at once when a body runs to the connection's close.
+#: Bytes asked for at once: an answer's first read (its head, usually its body too), and each
+#: read of a body that runs to the connection's close.
 READ_CHUNK = 64 * 1024
 
 # A block of header lines up to the blank line (RFC 9110 §5: a token, a colon, and a value of
@@ -226,6 +228,10 @@ class PeerPool:
             self.family = None
         self.max_buffer = max_buffer  # an IOStream's read buffer: a backstop for every read
         self.idle: list[IOStream] = []
+        #: The read each idle connection keeps under way, which becomes the first read of its
+        #: next answer: one done while the connection is idle means the peer closed it or sent
+        #: something unasked, and the connection is dropped instead of being used.
+        self.listening: dict[IOStream, asyncio.Future[bytes]] = {}
         #: Connections with a request under way -> the loop time its answer is due by.
         self.busy: dict[IOStream, float] = {}
         self.overdue: set[IOStream] = set()  # closed by ``expire``: their request timed out
@@ -236,17 +242,36 @@ class PeerPool:
         answer is read by ``fetch(..., sent=stream)``); None when a connection must be made.
         Writing in the caller's turn of the event loop, rather than in the request's task one
         turn later, puts a broadcast's requests on the wire back to back."""
-        while self.idle:
-            stream = self.idle.pop()
+        while True:
+            stream = self._take_idle()
+            if stream is None:
+                return None
             self.busy[stream] = IOLoop.current().time() + timeout
             try:
                 stream.write(request)
             except StreamClosedError:  # closed while idle: try the next one
                 self.busy.pop(stream, None)
-                stream.close()
+                self._drop(stream)
                 continue
             return stream
+
+    def _take_idle(self) -> IOStream | None:
+        """An idle connection still fit for a request (its read under way, nothing arrived
+        on it unasked), the others closed; None when there is none."""
+        while self.idle:
+            stream = self.idle.pop()
+            first = self.listening.get(stream)
+            if first is None or not first.done():
+                return stream
+            self._drop(stream)
         return None
+
+    def _drop(self, stream: IOStream) -> None:
+        """Close a connection that will not carry another request."""
+        first = self.listening.pop(stream, None)
+        stream.close()
+        if first is not None and first.done() and not first.cancelled():
+            first.exception()  # retrieved: a closed stream's read fails, and that is known
 
     async def fetch(
         self,
@@ -258,11 +283,11 @@ class PeerPool:
     ) -> tuple[Head, bytes]:
         """Send ``request`` (its bytes, head and body) and return the answer's head and body;
         ``sent``: the idle connection ``send_idle`` already wrote it on."""
-        # An idle connection may have been closed by the peer (a restart) without this side
-        # noticing (nothing reads an idle stream): if a reused one closes before any answer,
+        # An idle connection the peer closed (a restart) is usually noticed by its read under
+        # way; if one closes before any answer anyway (the close and the request crossed),
         # the request goes once more on a new connection.  A peer message may arrive twice
         # anyway (the core retransmits), so resending is safe.
-        stream = sent if sent is not None else self.idle.pop() if self.idle else None
+        stream = sent if sent is not None else self._take_idle()
         if stream is not None:
             try:
                 return await self._round_trip(
@@ -286,30 +311,38 @@ class PeerPool:
         any failure."""
         if not written:
             self.busy[stream] = IOLoop.current().time() + timeout
+        first = self.listening.pop(stream, None)
         head: Head | None = None
         try:
             if not written:
                 stream.write(request)
-            # Whatever has arrived, at once, rather than read_until and then read_bytes: each
-            # would leave the other's bytes in the stream's buffer, and the stream then stops
-            # and restarts listening around every answer (two epoll changes per request).
-            data = await stream.read_bytes(READ_CHUNK, partial=True)
+            # Reads of whatever has arrived (the first one under way since the connection went
+            # idle), never read_until: that leaves the body in the stream's buffer, and a stream
+            # with buffered bytes stops listening until the next read (two epoll changes per
+            # request).
+            if first is None:
+                first = stream.read_bytes(READ_CHUNK, partial=True)
+            data = bytearray(await first)
             end = data.find(b"\r\n\r\n")
             while end < 0:
                 if len(data) > MAX_HEAD:
                     raise BadAnswer(f"response head longer than {MAX_HEAD} bytes")
+                searched = max(0, len(data) - 3)  # the end may straddle two reads
                 data += await stream.read_bytes(READ_CHUNK, partial=True)
-                end = data.find(b"\r\n\r\n")
+                end = data.find(b"\r\n\r\n", searched)
             if end + 4 > MAX_HEAD:
                 raise BadAnswer(f"response head longer than {MAX_HEAD} bytes")
-            head = parse_head(data[: end + 4], max_body)
-            body = data[end + 4 :]
+            head = parse_head(bytes(data[: end + 4]), max_body)
+            body = bytes(data[end + 4 :])
             if head.length is None:
                 body = await self._read_to_close(stream, max_body, body)
             elif len(body) < head.length:
-                body += await stream.read_bytes(head.length - len(body))
-            if head.length is not None and len(body) > head.length:
-                raise BadAnswer(f"{len(body) - head.length} bytes after the answer")
+                rest = await stream.read_bytes(head.length - len(body))
+                body = body + rest if body else rest
+            elif len(body) > head.length:
+                if head.keep_alive:  # the connection would be out of step from now on
+                    raise BadAnswer(f"{len(body) - head.length} bytes after the answer")
+                body = body[: head.length]
         except PeerError:
             stream.close()
             raise
@@ -324,6 +357,7 @@ class PeerPool:
         finally:
             self.busy.pop(stream, None)
         if head.keep_alive and not self.closed and not stream.closed():
+            self.listening[stream] = stream.read_bytes(READ_CHUNK, partial=True)
             self.idle.append(stream)
         else:
             stream.close()
@@ -396,7 +430,9 @@ class PeerPool:
 
     def close(self) -> None:
         self.closed = True
-        for stream in self.idle + list(self.busy):
+        for stream in self.idle:
+            self._drop(stream)
+        for stream in list(self.busy):
             stream.close()
         self.idle.clear()
 
