@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -236,6 +236,11 @@ def process_cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def busiest_of(cores: dict[str, float]) -> str:
+    """The process that used the most cores (one whose figure is missing counts least)."""
+    return max(cores, key=lambda k: -1.0 if math.isnan(cores[k]) else cores[k])
+
+
 def measure(
     target: Target, connections: int, duration: int, warmup: int, tag: str
 ) -> dict[str, Any]:
@@ -258,7 +263,7 @@ def measure(
     cores["wrk"] = wrk_cpu / elapsed
     leader_after = target.leader()
     ours = sum(v for v in cores.values() if not math.isnan(v))
-    busiest = max(cores, key=lambda k: -1.0 if math.isnan(cores[k]) else cores[k])
+    busiest = busiest_of(cores)
     result.update(
         system=target.name,
         connections=connections,
@@ -404,29 +409,28 @@ AVERAGED = ("ok_per_s", "requests_per_s", "machine_cores", "outside_cores")
 MEDIAN = ("p50_ms", "p90_ms", "p99_ms")
 
 
-def _known(values: Iterator[float]) -> list[float]:
-    """The figures that were measured (a run whose output gave none has NaN)."""
-    return [v for v in values if not math.isnan(v)]
+def summary(values: Iterator[float], of: Callable[[list[float]], float]) -> float:
+    """``of`` (a mean, a median) of the figures that were measured: a run whose output gave
+    none has NaN, and NaN when no run measured it."""
+    known = [v for v in values if not math.isnan(v)]
+    return of(known) if known else math.nan
 
 
 def combined(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One system's runs at one point as one result: the first run's fields (its counts and
     leader among them), with the means of the rounds' throughput and cores and the medians
-    of their latencies, each over the rounds that measured it (NaN if none did), and
-    ``runs`` (every round's result)."""
+    of their latencies, each over the rounds that measured it, and ``runs`` (every round's
+    result)."""
     out = {**runs[0], "runs": list(runs)}
     for key in AVERAGED:
-        known = _known(r[key] for r in runs)
-        out[key] = sum(known) / len(known) if known else math.nan
+        out[key] = summary((r[key] for r in runs), statistics.fmean)
     for key in MEDIAN:
-        known = _known(r[key] for r in runs)
-        out[key] = statistics.median(known) if known else math.nan
-    names = list(dict.fromkeys(k for r in runs for k in r["cores"]))
-    cores = {n: _known(r["cores"].get(n, math.nan) for r in runs) for n in names}
-    out["cores"] = {n: sum(v) / len(v) if v else math.nan for n, v in cores.items()}
-    out["busiest"] = max(
-        names, key=lambda k: -1.0 if math.isnan(out["cores"][k]) else out["cores"][k]
-    )
+        out[key] = summary((r[key] for r in runs), statistics.median)
+    names = dict.fromkeys(k for r in runs for k in r["cores"])
+    out["cores"] = {
+        n: summary((r["cores"].get(n, math.nan) for r in runs), statistics.fmean) for n in names
+    }  # fmt: skip
+    out["busiest"] = busiest_of(out["cores"])
     out["busiest_cores"] = out["cores"][out["busiest"]]
     return out
 

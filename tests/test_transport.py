@@ -633,7 +633,7 @@ def test_an_answer_sent_unasked_on_an_idle_connection_is_never_taken_for_one() -
     async def respond(writer: asyncio.StreamWriter, peer: RawPeer) -> bool:
         writer.write(ok(b'{"n": %d}' % peer.requests))
         await writer.drain()
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
         writer.write(ok(b'{"stray": 1}'))
         await writer.drain()
         return True
@@ -645,7 +645,7 @@ def test_an_answer_sent_unasked_on_an_idle_connection_is_never_taken_for_one() -
         try:
             for _ in range(3):
                 answers.append(await fetch(client, peer.url + "/learn", method="POST", body=b"{}"))
-                await asyncio.sleep(0.1)  # the stray answer arrives meanwhile
+                await asyncio.sleep(0.25)  # the stray answer arrives meanwhile
         finally:
             client.close()
             await peer.stop()

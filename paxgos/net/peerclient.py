@@ -267,11 +267,10 @@ class PeerPool:
         return None
 
     def _drop(self, stream: IOStream) -> None:
-        """Close a connection that will not carry another request."""
-        first = self.listening.pop(stream, None)
+        """Close a connection that will not carry another request (Tornado fails its read
+        under way and marks that failure retrieved)."""
+        self.listening.pop(stream, None)
         stream.close()
-        if first is not None and first.done() and not first.cancelled():
-            first.exception()  # retrieved: a closed stream's read fails, and that is known
 
     async def fetch(
         self,
