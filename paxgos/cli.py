@@ -223,9 +223,10 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "--peer-client",
         choices=PEER_CLIENTS,
         default=NODE.peer_client,
-        help="HTTP client of the fan-out to peers, an AsyncHTTPClient: pooled (default, "
-        "kept-alive connections per peer) or curl (Tornado's CurlAsyncHTTPClient; needs "
-        "pycurl: pip install 'paxgos[curl]')",
+        help="HTTP client of the fan-out to peers: lane (default; requests written and answers "
+        "read straight on kept-alive sockets, https peers as pooled), pooled (Tornado's "
+        "AsyncHTTPClient interface on kept-alive IOStreams) or curl (Tornado's "
+        "CurlAsyncHTTPClient; needs pycurl: pip install 'paxgos[curl]')",
     )
     parser.add_argument(
         "--event-loop",

@@ -146,6 +146,7 @@ class NodeHost:
         tick_interval: float = TICK_INTERVAL,
         auth: PeerAuth | None = None,
         peer_tls: ssl.SSLContext | None = None,
+        peer_lane: bool = True,
     ):
         self.node = node
         #: Signs and checks peer messages (``PeerAuth(None)``: an insecure node).
@@ -161,7 +162,7 @@ class NodeHost:
         self.events = EventLog(node.id)
         self.transport = Transport(
             node.id, urls, peer_timeout, self._receive, self._local, self.auth,
-            ssl_context=peer_tls, events=self.events,
+            ssl_context=peer_tls, events=self.events, lane=peer_lane,
         )  # fmt: skip
         self.failed: str | None = None
         self.store_writes = 0  # group commits to a durable store (one fsync each)

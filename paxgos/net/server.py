@@ -71,8 +71,8 @@ class NodeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
-    #: The fan-out's ``AsyncHTTPClient``: "pooled" or "curl" (``paxgos.net.transport``).
-    peer_client: str = "pooled"
+    #: How the fan-out reaches peers: "lane", "pooled" or "curl" (``paxgos.net.transport``).
+    peer_client: str = "lane"
     #: The asyncio event loop the node runs on: "uvloop" or "asyncio" (``run``).
     event_loop: str = "uvloop"
 
@@ -245,6 +245,7 @@ def build(options: NodeOptions) -> tuple[NodeHost, tornado.web.Application]:
         peer_timeout=options.peer_timeout,
         auth=auth,
         peer_tls=peer_tls(options),
+        peer_lane=options.peer_client == "lane",
     )
     # With a CA, a peer message must come with a certificate signed by it (etcd's
     # --peer-client-cert-auth); the secret is checked as well.

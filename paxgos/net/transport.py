@@ -1,10 +1,17 @@
 """Peer fan-out: turns the core's outgoing messages into HTTP requests and feeds back replies.
 
 Each peer message is one HTTP/1.1 request (``POST /prepare``, ``/accept``, ``/learn``, or the
-catch-up ``GET /learn?...``), signed with the cluster secret (``paxgos.net.auth``), sent through
-Tornado's ``AsyncHTTPClient`` interface.  The client is chosen with ``configure_peer_client``:
-``pooled`` (the default, ``paxgos.net.peerclient.PooledHTTPClient``: kept-alive connections per
-peer, a stalled peer tying up only its own) or ``curl`` (Tornado's ``CurlAsyncHTTPClient``).
+catch-up ``GET /learn?...``), signed with the cluster secret (``paxgos.net.auth``).  How it is
+sent is chosen with ``configure_peer_client`` (``--peer-client``):
+
+- ``lane`` (the default): to a plain ``http://`` peer through ``paxgos.net.peerlane``, which
+  writes the bytes formatted here on a kept-alive socket and reads the answer in the socket's
+  callback; to an ``https://`` peer as ``pooled`` does;
+- ``pooled``: through ``paxgos.net.peerclient.PooledHTTPClient``, Tornado's ``AsyncHTTPClient``
+  interface on kept-alive ``IOStream`` connections (a stalled peer tying up only its own);
+- ``curl``: through Tornado's ``CurlAsyncHTTPClient``.
+
+The lane and the pooled client frame answers by the same rules (``parse_head``).
 Past ``max_in_flight`` unanswered requests a peer's further messages are dropped, as a lossy
 network would drop them: the core retransmits what matters.  A request unanswered after its
 timeout fails (the message is lost; the core retransmits).
@@ -39,6 +46,7 @@ from functools import partial
 from urllib.parse import urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
+from tornado.httputil import HTTPHeaders
 
 from paxgos.core.messages import (
     MAX_BATCH,
@@ -58,7 +66,14 @@ from paxgos.core.messages import (
 from paxgos.net.auth import SIGNATURE, PeerAuth
 from paxgos.net.buckets import Buckets
 from paxgos.net.events import EventLog
-from paxgos.net.peerclient import BadAnswer, PeerError, PeerRequest, PooledHTTPClient, parse_head
+from paxgos.net.peerclient import (
+    BadAnswer,
+    PeerError,
+    PeerRequest,
+    PooledHTTPClient,
+    parse_head,
+)
+from paxgos.net.peerlane import Answered, PeerLane
 from paxgos.net.ratelog import RateLimitedLog
 
 __all__ = [
@@ -120,8 +135,8 @@ def answer_limit(msg: Message) -> int:
 
 # --- which HTTP client ------------------------------------------------------------------------
 
-#: The peer clients ``configure_peer_client`` (and ``--peer-client``) knows.
-PEER_CLIENTS = ("pooled", "curl")
+#: The peer clients ``configure_peer_client`` (and ``--peer-client``) knows, the default first.
+PEER_CLIENTS = ("lane", "pooled", "curl")
 #: Concurrent requests of the curl client: Tornado's default (10) would queue every peer's
 #: requests behind a stalled peer's 32 in flight; this is 32 each for 8 peers.
 CURL_MAX_CLIENTS = 256
@@ -138,10 +153,12 @@ def configure_peer_client(
     """Select the ``AsyncHTTPClient`` implementation peers are reached with (call it before a
     ``NodeHost`` is built; a ``Transport`` makes its client on first use).
 
-    ``pooled``: ``PooledHTTPClient``, TLS by ``ssl_context`` (or one made from the files).
+    ``lane`` and ``pooled``: ``PooledHTTPClient`` (for every peer, or, with ``lane``, for
+    ``https://`` peers: a ``Transport`` told ``lane=True`` reaches plain-HTTP peers through
+    ``PeerLane``), TLS by ``ssl_context`` (or one made from the files).
     ``curl``: ``CurlAsyncHTTPClient`` (needs ``pycurl``), TLS by the certificate files, as
     libcurl takes them.  ``ValueError`` with a one-line reason for anything it cannot do."""
-    if kind == "pooled":
+    if kind in ("lane", "pooled"):
         if ssl_context is None and (ca_certs or client_cert):
             try:
                 ssl_context = ssl.create_default_context(cafile=ca_certs)
@@ -204,6 +221,7 @@ class Transport:
         max_in_flight: int = 32,
         ssl_context: ssl.SSLContext | None = None,
         events: EventLog | None = None,
+        lane: bool = True,
     ) -> None:
         """``receive`` takes every valid reply (into the core); ``local`` handles a message the
         node sends itself and returns the reply, if any; ``auth``: signs requests and checks
@@ -211,7 +229,8 @@ class Transport:
         ``https://`` peers are verified and what this node presents to them (the pooled
         client's; ``None``: the configured client's settings); ``events``: where the messages
         sent and the answers received are recorded while someone watches
-        (``paxgos.net.events``)."""
+        (``paxgos.net.events``); ``lane``: plain-HTTP peers are reached through ``PeerLane``
+        (``False``: every peer through the configured ``AsyncHTTPClient``)."""
         self.node_id = node_id
         self.events = events
         self.receive = receive
@@ -229,9 +248,16 @@ class Transport:
         self.auth = auth if auth is not None else PeerAuth(None)
         self.ssl_context = ssl_context
         self.http: AsyncHTTPClient | None = None  # made on first use, on the running loop
+        self.lane: PeerLane | None = None  # likewise
+        #: Per peer, for the lane: its origin and its request's ``Host`` line (None: a peer
+        #: the lane does not reach).
+        self._lane_to: list[tuple[str, bytes] | None] = [
+            _lane_target(url) if lane else None for url in urls
+        ]
         self.log = RateLimitedLog(log)
         self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
-        self._encoded: tuple[Message | None, bytes, str] = (None, b"", "")
+        #: The last message broadcast: its body, signature and the end of its request.
+        self._encoded: tuple[Message | None, bytes, str, bytes] = (None, b"", "", b"")
         self.closed = False
 
     @property
@@ -245,6 +271,9 @@ class Transport:
         if self.http is not None:
             self.http.close()
             self.http = None
+        if self.lane is not None:
+            self.lane.close()
+            self.lane = None
         if self._decoder is not None:
             self._decoder.shutdown(wait=False)
 
@@ -265,21 +294,33 @@ class Transport:
             method, target, body = "GET", f"/learn?{query}", None
             timeout = max(self.timeout, 5.0)
             signature = self.auth.sign_request(method, target, b"")
+            tail = _request_tail(signature, None)
         else:
-            if self._encoded[0] is not msg:  # a broadcast: encode and sign once for every peer
-                method, target, data = "POST", PATHS[type(msg)], encode(msg)
-                self._encoded = (msg, data, self.auth.sign_request(method, target, data))
             method, target = "POST", PATHS[type(msg)]
-            _, body, signature = self._encoded
+            if self._encoded[0] is not msg:  # a broadcast: encode and sign once for every peer
+                data = encode(msg)
+                signature = self.auth.sign_request(method, target, data)
+                self._encoded = (msg, data, signature, _request_tail(signature, data))
+            _, body, signature, tail = self._encoded
             timeout = self.timeout
-        headers = {"Content-Type": "application/json"}
-        if signature:
-            headers[SIGNATURE] = signature
         self.in_flight[to] += 1
         answered = partial(self._answered, to, msg, signature, time.monotonic())
         try:
+            lane_to = self._lane_to[to]
+            if lane_to is not None:
+                if self.lane is None:
+                    self.lane = PeerLane()
+                origin, host_line = lane_to
+                start = f"{method} {target} HTTP/1.1\r\n".encode()
+                self.lane.request(
+                    origin, start + host_line + tail, timeout, answer_limit(msg), answered
+                )
+                return
             if self.http is None:
                 self.http = peer_http_client(self.ssl_context)
+            headers = {"Content-Type": "application/json"}
+            if signature:
+                headers[SIGNATURE] = signature
             request = PeerRequest(
                 self.urls[to] + target, method=method, headers=headers, body=body,
                 request_timeout=timeout, connect_timeout=timeout, max_body_size=answer_limit(msg),
@@ -288,7 +329,7 @@ class Transport:
                 # Our own client, by its fetch_impl: fetch() would copy the headers into an
                 # HTTPHeaders, wrap the request in a proxy of defaults and add a future, a
                 # third of the client's own cost per request, for nothing it reads.
-                self.http.fetch_impl(request, answered)
+                self.http.fetch_impl(request, partial(_response_to, answered))
             else:
                 future = self.http.fetch(request, raise_error=False)
                 future.add_done_callback(partial(_response_of, request, answered))
@@ -300,27 +341,42 @@ class Transport:
             )
 
     def _answered(
-        self, to: int, msg: Message, signature: str, sent_at: float, response: HTTPResponse
+        self,
+        to: int,
+        msg: Message,
+        signature: str,
+        sent_at: float,
+        status: int,
+        headers: HTTPHeaders | None,
+        body: bytes,
+        error: BaseException | None,
     ) -> None:
+        """The answer to ``msg`` (``status`` 599 and ``error``: none came)."""
         self.in_flight[to] -= 1
-        status = response.code
         if status == 200 or status == 204:
             self.rtt[to].observe(time.monotonic() - sent_at)
         else:
             self.failures[to] += 1
         try:
-            self._check(to, msg, signature, response)
+            self._check(to, msg, signature, status, headers, body, error)
         except Exception as exc:  # never an error in a callback, whatever a peer answered
             self.log.warning(
                 f"error {to}", "node %d: the answer from node %d to %s failed: %r",
                 self.node_id, to, type(msg).__name__, exc,
             )  # fmt: skip
 
-    def _check(self, to: int, msg: Message, signature: str, response: HTTPResponse) -> None:
+    def _check(
+        self,
+        to: int,
+        msg: Message,
+        signature: str,
+        status: int,
+        headers: HTTPHeaders | None,
+        body: bytes,
+        error: BaseException | None,
+    ) -> None:
         """Pass the answer to ``msg`` on to the core if it is what was asked for."""
-        status = response.code
         if status == 599:
-            error = response.error
             if isinstance(error, BadAnswer):  # framed against the rules, or too long
                 self._refuse(to, "bad answer", "to a %s: %s", _name(msg), error.message)
                 return
@@ -334,8 +390,7 @@ class Transport:
             # "not signed" answer either (only 200 and 204 carry a signature).
             log.debug("node %d: %s to node %d failed: %s", self.node_id, msg, to, status)
             return
-        body = response.body
-        answer_signature = response.headers.get(SIGNATURE)
+        answer_signature = headers.get(SIGNATURE) if headers is not None else None
         if len(body) > answer_limit(msg):  # what any configured client let through
             self._refuse(to, "oversized", "%d bytes in answer to a %s", len(body), _name(msg))
             return
@@ -421,15 +476,41 @@ class Transport:
             )
 
 
-def _response_of(
-    request: PeerRequest, callback: Callable[[HTTPResponse], None], future: asyncio.Future
-) -> None:
-    """Hand ``fetch()``'s outcome to ``callback`` as an answer: a failure (which ``fetch``
-    raises even with ``raise_error=False``) as a 599 carrying its error."""
+def _response_to(answered: Answered, response: HTTPResponse) -> None:
+    """Hand an ``AsyncHTTPClient``'s answer to ``answered``, as the lane hands its own."""
+    answered(response.code, response.headers, response.body, response.error)
+
+
+def _response_of(request: PeerRequest, answered: Answered, future: asyncio.Future) -> None:
+    """Hand ``fetch()``'s outcome to ``answered``: a failure (which ``fetch`` raises even with
+    ``raise_error=False``) as a 599 carrying its error."""
     if future.cancelled():
         return
     error = future.exception()
-    callback(future.result() if error is None else HTTPResponse(request, 599, error=error))
+    if error is None:
+        _response_to(answered, future.result())
+    else:
+        answered(599, None, b"", error)
+
+
+def _lane_target(url: str) -> tuple[str, bytes] | None:
+    """A plain-HTTP peer's origin and ``Host`` line, for the lane; None for any other URL."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.partition("/")[0]
+    if scheme != "http" or not netloc:
+        return None
+    return f"http://{netloc}", f"Host: {netloc}\r\n".encode("latin-1")
+
+
+def _request_tail(signature: str, body: bytes | None) -> bytes:
+    """A peer request's header lines after ``Host``, the blank line and the body, as
+    ``PooledHTTPClient`` writes them."""
+    lines = ["Content-Type: application/json\r\n"]
+    if signature:
+        lines.append(f"{SIGNATURE}: {signature}\r\n")
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    return ("".join(lines) + "\r\n").encode("latin-1") + (body or b"")
 
 
 def _name(msg: Message) -> str:
