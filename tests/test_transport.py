@@ -818,9 +818,9 @@ class FakeHost:
     def receive(self, reply: Message) -> None:
         self.inputs.append(self.node.step(reply))
 
-    async def local(self, msg: Message) -> Message | None:
+    def local(self, msg: Message, respond: Callable[[object], None]) -> None:
         self.own.append(msg)
-        return self.own_reply
+        respond(self.own_reply)
 
     def transport(
         self, urls: list[str], timeout: float, auth: PeerAuth, lane: bool = True

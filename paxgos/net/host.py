@@ -257,26 +257,25 @@ class NodeHost:
         else:
             self.input(self.node.step(msg, self.now()), respond)
 
-    def deliver_future(self, msg: Message) -> asyncio.Future[Any]:
-        """``deliver`` for coroutines: the future gets the response message (or the error)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.deliver(msg, settle(future))
-        return future
-
     def _receive(self, reply: Message) -> None:
         """A peer's valid reply (or our own), from the transport, into the core."""
         if self.failed is None:
             self.input(self.node.step(reply, self.now()))
 
-    async def _local(self, msg: Message) -> Message | None:
+    def _local(self, msg: Message, respond: Respond) -> None:
         """A message this node sends itself, handled as a peer would (faults included)."""
         if self.faults.active():
-            await self.faults.delay()
+            asyncio.ensure_future(self._local_delayed(msg, respond))
+        else:
+            self.deliver(msg, respond)
+
+    async def _local_delayed(self, msg: Message, respond: Respond) -> None:
         try:
-            reply: Message | None = await self.deliver_future(msg)
-        except Exception:  # a failed store: it has been logged
-            return None
-        return reply
+            await self.faults.delay()
+        except Exception as exc:  # never "Task exception was never retrieved"
+            respond(exc)
+            return
+        self.deliver(msg, respond)
 
     def propose(self, value: int, done: Done) -> int:
         """Ask the core to commit ``value``; ``done`` is called once with the request's outcome,

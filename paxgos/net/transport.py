@@ -41,7 +41,7 @@ import concurrent.futures
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from urllib.parse import urlencode
 
@@ -216,7 +216,7 @@ class Transport:
         urls: list[str],
         timeout: float,
         receive: Callable[[Message], None],
-        local: Callable[[Message], Awaitable[Message | None]],
+        local: Callable[[Message, Callable[[object], None]], None],
         auth: PeerAuth | None = None,
         max_in_flight: int = 32,
         ssl_context: ssl.SSLContext | None = None,
@@ -224,8 +224,10 @@ class Transport:
         lane: bool = True,
     ) -> None:
         """``receive`` takes every valid reply (into the core); ``local`` handles a message the
-        node sends itself and returns the reply, if any; ``auth``: signs requests and checks
-        answers (``None``: an insecure node's, nothing signed); ``ssl_context``: how
+        node sends itself, in a later turn of the loop, and calls its second argument once
+        with the reply (``None`` for none, or the exception that stopped it); ``auth``: signs
+        requests and checks answers (``None``: an insecure node's, nothing signed);
+        ``ssl_context``: how
         ``https://`` peers are verified and what this node presents to them (the pooled
         client's; ``None``: the configured client's settings); ``events``: where the messages
         sent and the answers received are recorded while someone watches
@@ -280,7 +282,9 @@ class Transport:
     def send(self, to: int, msg: Message) -> None:
         """Send ``msg`` to node ``to``; its reply, if any, goes back into the core."""
         if to == self.node_id:
-            asyncio.ensure_future(self._local(msg))
+            # A plain callback in the next turn (not within the Ready being sent): no task,
+            # coroutine or future per round.
+            asyncio.get_running_loop().call_soon(self._local, msg)
             return
         if self.in_flight[to] >= self.max_in_flight or self.closed:
             self.dropped_to[to] += 1
@@ -465,15 +469,28 @@ class Transport:
             self.node_id, to,
         )  # fmt: skip
 
-    async def _local(self, msg: Message) -> None:
+    def _local(self, msg: Message) -> None:
+        if self.closed:
+            return
         try:
-            reply = await self.local(msg)
-            if reply is not None and not self.closed:
-                self.receive(reply)
-        except Exception as exc:  # never "Task exception was never retrieved"
-            self.log.warning(
-                "local", "node %d: its own %s failed: %r", self.node_id, type(msg).__name__, exc
-            )
+            self.local(msg, partial(self._own_reply, msg))
+        except Exception as exc:  # never an error in the loop's callback
+            self._local_failed(msg, exc)
+
+    def _own_reply(self, msg: Message, reply: object) -> None:
+        """The node's own reply to ``msg``, into the core like a peer's (an exception: a failed
+        store, which the host has logged)."""
+        if reply is None or isinstance(reply, BaseException) or self.closed:
+            return
+        try:
+            self.receive(reply)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._local_failed(msg, exc)
+
+    def _local_failed(self, msg: Message, exc: Exception) -> None:
+        self.log.warning(
+            "local", "node %d: its own %s failed: %r", self.node_id, type(msg).__name__, exc
+        )
 
 
 def _response_to(answered: Answered, response: HTTPResponse) -> None:
