@@ -245,7 +245,9 @@ class PeerSocket:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._lost(exc)
+            # In a later turn: this may be the caller's (``request``), which never sees its
+            # answer before it returns.
+            self.loop.call_soon(self._lost, exc)
             return
         if sent < len(data) and not self.unsent:
             self.loop.add_writer(self.fd, self._write, b"")
