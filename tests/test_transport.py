@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -776,6 +777,36 @@ def test_a_reused_connection_closed_instead_of_answering_is_retried_once(ours: s
     assert peer.requests == 3 and peer.connections == 2
 
 
+def test_the_lane_retries_on_a_new_connection_not_another_idle_one() -> None:
+    """A peer that restarts closes every idle connection at once: the retry of a request that
+    met one of those closes goes on a new connection, not on another idle one, which is likely
+    closed too (failed before: it took the next idle connection)."""
+
+    async def run() -> tuple[RawPeer, list[bytes]]:
+        peer = await RawPeer(answer(ok(b"{}"))).start()
+        client = LaneClient()
+        try:
+            warm = [client.fetch(peer.url + "/learn", method="POST", body=b"{}") for _ in range(2)]
+            await asyncio.gather(*warm)  # two idle connections
+            pool = client.pools[peer.url]
+            assert len(pool.idle) == 2 and peer.connections == 2
+            # The peer closes the connection the next request will take (the last idle one).
+            port = pool.idle[-1].sock.getsockname()[1]
+            server_side = [w for w in peer.writers if w.get_extra_info("peername")[1] == port]
+            server_side[0].get_extra_info("socket").shutdown(socket.SHUT_WR)
+            await asyncio.sleep(0)  # not long enough for the client to read the close
+            retried = await client.fetch(peer.url + "/learn", method="POST", body=b"{}")
+            bodies = [retried.body]
+        finally:
+            client.close()
+            await peer.stop()
+        return peer, bodies
+
+    peer, bodies = asyncio.run(run())
+    assert bodies == [b"{}"]
+    assert peer.connections == 3  # the retry's own; the other idle connection was left alone
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -1023,7 +1054,7 @@ class TransportTest(AsyncTestCase):
     @gen_test(timeout=20)
     async def test_a_refusal_is_dropped_without_a_not_signed_line(self) -> None:
         """Only 200 and 204 carry a signature (failed before: a 500 was logged unsigned)."""
-        for status in (401, 500, 503):
+        for status in (401, 500, 503, 599):  # 599 is a peer's status like any other here
             peer = SigningPeer(status, b'{"error":"no"}', None)
             transport, host = await self.transport(peer, PeerAuth(SECRET))
             await self.send(transport, Learn(0, B, 1), 3)
@@ -1158,6 +1189,49 @@ class PooledTransportTest(TransportTest):
     lane = False
 
 
+def test_the_request_bytes_are_the_pooled_clients() -> None:
+    """Whichever client carries it, a peer gets the same request, byte for byte but for the
+    signature's nonce, under a URL with a path too."""
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.partition(b"Content-Length: ")[2].partition(b"\r\n")[0] or 0)
+        heads.append(head + await reader.readexactly(length))
+        writer.write(ok(b"{}"))
+        await writer.drain()
+        writer.close()
+
+    async def run() -> None:
+        server = await asyncio.start_server(record, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/prefix"
+        try:
+            for lane in (True, False):
+                transport = FakeHost().transport(
+                    ["http://127.0.0.1:9", url], 2.0, PeerAuth(SECRET), lane
+                )
+                for msg in (Accept(0, B, 7, (5, -6), 6), CatchupRequest(0, 3, 100)):
+                    transport.send(1, msg)
+                    for _ in range(200):
+                        if transport.in_flight[1] == 0:
+                            break
+                        await asyncio.sleep(0.01)
+                transport.close()
+        finally:
+            server.close()
+
+    asyncio.run(run())
+    signed = re.compile(rb"(Paxgos-Signature: )[^\r]+")
+    same = [signed.sub(rb"\1-", head) for head in heads]
+    assert len(same) == 4 and same[:2] == same[2:]
+    assert same[0].startswith(b"POST /prefix/accept HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert same[0].endswith(
+        b"Paxgos-Signature: -\r\nContent-Length: 80\r\n\r\n" + encode(Accept(0, B, 7, (5, -6), 6))
+    )
+    assert same[1].startswith(b"GET /prefix/learn?from=3&limit=100&sender=0 HTTP/1.1\r\n")
+    assert same[1].endswith(b"Content-Type: application/json\r\nPaxgos-Signature: -\r\n\r\n")
+
+
 def test_answer_limits_follow_the_protocol() -> None:
     assert MAX_RESPONSE == 1024 + MAX_BATCH * 88
     assert answer_limit(Accept(0, B, 1, (5,), 0)) == answer_limit(Learn(0, B, 1)) == REPLY_ENVELOPE
@@ -1258,3 +1332,12 @@ def test_a_message_to_the_node_itself_skips_http() -> None:
         transport.close()
 
     asyncio.run(run())
+
+
+def test_a_lane_exchange_ends_once() -> None:
+    """A second outcome (a connect that failed while the lane closed) is not handed over."""
+    calls: list[tuple[Any, ...]] = []
+    exchange = peerlane_module.Exchange(b"", 1.0, 10, lambda *a: calls.append(a))
+    exchange.end(599, None, b"", PeerError("cannot connect"))
+    exchange.end(599, None, b"", PeerError("the peer lane is closed"))
+    assert [(c[0], str(c[3])) for c in calls] == [(599, "HTTP 599: cannot connect")]

@@ -272,10 +272,9 @@ class NodeHost:
     async def _local_delayed(self, msg: Message, respond: Respond) -> None:
         try:
             await self.faults.delay()
+            self.deliver(msg, respond)
         except Exception as exc:  # never "Task exception was never retrieved"
-            respond(exc)
-            return
-        self.deliver(msg, respond)
+            log.warning("node %d: its own %s failed: %r", self.node.id, type(msg).__name__, exc)
 
     def propose(self, value: int, done: Done) -> int:
         """Ask the core to commit ``value``; ``done`` is called once with the request's outcome,

@@ -65,14 +65,19 @@ class Exchange:
         self.data = data
         self.timeout = timeout
         self.max_body = max_body
-        self.answered = answered
+        self.answered: Answered | None = answered
         self.retried = False  # sent once more after a reused connection closed
 
     def end(
         self, status: int, headers: PeerHeaders | None, body: bytes, error: PeerError | None
     ) -> None:
+        """Hand over the outcome; only the first call counts (a connect that fails while the
+        lane closes ends its request once)."""
+        answered, self.answered = self.answered, None
+        if answered is None:
+            return
         try:
-            self.answered(status, headers, body, error)
+            answered(status, headers, body, error)
         except Exception as exc:  # the caller's problem, but never in the event loop's callback
             rated.warning("callback", "peer lane: an answer callback failed: %r", exc)
 
@@ -103,10 +108,13 @@ class PeerLane:
         pool.request(Exchange(data, timeout, max_body, answered))
 
     def _sweep(self) -> None:
-        now = self.loop.time()
-        for pool in list(self.pools.values()):
-            pool.expire(now)
-        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        try:
+            now = self.loop.time()
+            for pool in list(self.pools.values()):
+                pool.expire(now)
+        finally:  # a failure here must not leave stalled peers' requests in flight for good
+            if not self.closed:
+                self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def close(self) -> None:
         """Close every connection; requests under way fail."""
@@ -143,9 +151,16 @@ class LanePool:
         self.closed = False
 
     def request(self, exchange: Exchange) -> None:
+        """Send on an idle connection, or on a new one."""
+        if self.closed:
+            raise PeerError("the peer lane is closed")
         if self.idle:
             self.idle.pop().start(exchange)
-            return
+        else:
+            self.dial(exchange)
+
+    def dial(self, exchange: Exchange) -> None:
+        """Send on a new connection."""
         task = self.loop.create_task(self._connect(exchange))
         self.connecting[task] = exchange
         task.add_done_callback(self._connected)
@@ -154,6 +169,8 @@ class LanePool:
         exchange = self.connecting.pop(task)
         if task.cancelled():  # the lane closed, maybe before the task began
             exchange.end(599, None, b"", PeerError("the peer lane is closed"))
+        elif task.exception() is not None:  # no reader could be registered, say
+            exchange.end(599, None, b"", PeerError(f"cannot connect: {task.exception()!r}"))
 
     async def _connect(self, exchange: Exchange) -> None:
         try:
@@ -165,7 +182,12 @@ class LanePool:
             sock.close()
             exchange.end(599, None, b"", PeerError("the peer lane is closed"))
             return
-        PeerSocket(self, sock).start(exchange)
+        try:
+            connection = PeerSocket(self, sock)
+        except BaseException:  # no reader: the task's failure ends the request (_connected)
+            sock.close()
+            raise
+        connection.start(exchange)
 
     async def _open(self) -> socket.socket:
         """A connected non-blocking socket with TCP_NODELAY (one write per request)."""
@@ -333,14 +355,18 @@ class PeerSocket:
             self._finish(head, bytes(self.buffer))  # a body that runs to the close
             return
         if head is None and not self.buffer and self.used and not exchange.retried:
-            # Closed while it was idle, the request crossing the close: once more, anew.
+            # Closed while it was idle, the request crossing the close: once more, on a new
+            # connection (the idle ones are likely closed too).
             self._reset()
             self.close()
-            if not self.pool.closed:
-                exchange.retried = True
-                self.pool.request(exchange)
+            if self.pool.closed:
+                self.fail(PeerError("the peer lane is closed"), exchange)
                 return
-            self.fail(PeerError("the peer lane is closed"), exchange)
+            exchange.retried = True
+            try:
+                self.pool.dial(exchange)
+            except Exception as exc:  # the loop is closing
+                self.fail(PeerError(f"cannot connect: {exc!r}"), exchange)
             return
         where = "before an answer" if head is None else "in the answer"
         self.fail(PeerError(f"connection closed {where}: {error or 'by the peer'}"))
@@ -349,9 +375,11 @@ class PeerSocket:
         """End the request under way with ``error``, and the connection with it."""
         exchange = exchange or self.exchange
         self._reset()
-        self.close()
-        if exchange is not None:
-            exchange.end(599, None, b"", error)
+        try:
+            self.close()
+        finally:
+            if exchange is not None:
+                exchange.end(599, None, b"", error)
 
     def close(self) -> None:
         if not self.closed:

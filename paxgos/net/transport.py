@@ -251,9 +251,9 @@ class Transport:
         self.ssl_context = ssl_context
         self.http: AsyncHTTPClient | None = None  # made on first use, on the running loop
         self.lane: PeerLane | None = None  # likewise
-        #: Per peer, for the lane: its origin and its request's ``Host`` line (None: a peer
-        #: the lane does not reach).
-        self._lane_to: list[tuple[str, bytes] | None] = [
+        #: Per peer, for the lane: its origin, its URL's path and its requests' ``Host`` line
+        #: (None: a peer the lane does not reach).
+        self._lane_to: list[tuple[str, str, bytes] | None] = [
             _lane_target(url) if lane else None for url in urls
         ]
         self.log = RateLimitedLog(log)
@@ -314,8 +314,8 @@ class Transport:
             if lane_to is not None:
                 if self.lane is None:
                     self.lane = PeerLane()
-                origin, host_line = lane_to
-                start = f"{method} {target} HTTP/1.1\r\n".encode()
+                origin, prefix, host_line = lane_to
+                start = f"{method} {prefix}{target} HTTP/1.1\r\n".encode()
                 self.lane.request(
                     origin, start + host_line + tail, timeout, answer_limit(msg), answered
                 )
@@ -379,8 +379,9 @@ class Transport:
         body: bytes,
         error: BaseException | None,
     ) -> None:
-        """Pass the answer to ``msg`` on to the core if it is what was asked for."""
-        if status == 599:
+        """Pass the answer to ``msg`` on to the core if it is what was asked for (``error``:
+        none came; a peer's own status 599 is a refusal like any other)."""
+        if error is not None:
             if isinstance(error, BadAnswer):  # framed against the rules, or too long
                 self._refuse(to, "bad answer", "to a %s: %s", _name(msg), error.message)
                 return
@@ -478,12 +479,18 @@ class Transport:
             self._local_failed(msg, exc)
 
     def _own_reply(self, msg: Message, reply: object) -> None:
-        """The node's own reply to ``msg``, into the core like a peer's (an exception: a failed
-        store, which the host has logged)."""
-        if reply is None or isinstance(reply, BaseException) or self.closed:
+        """The node's own reply to ``msg``, into the core like a peer's, in the next turn (the
+        host answers within its release of a Ready; a step there would be nested in it)."""
+        if isinstance(reply, Exception):  # a failed store (logged by the host), or a fault's
+            log.debug("node %d: its own %s failed: %r", self.node_id, _name(msg), reply)
+        elif reply is not None and not self.closed:
+            asyncio.get_running_loop().call_soon(self._receive_own, msg, reply)
+
+    def _receive_own(self, msg: Message, reply: Message) -> None:
+        if self.closed:
             return
         try:
-            self.receive(reply)  # type: ignore[arg-type]
+            self.receive(reply)
         except Exception as exc:
             self._local_failed(msg, exc)
 
@@ -495,7 +502,8 @@ class Transport:
 
 def _response_to(answered: Answered, response: HTTPResponse) -> None:
     """Hand an ``AsyncHTTPClient``'s answer to ``answered``, as the lane hands its own."""
-    answered(response.code, response.headers, response.body, response.error)
+    failed = response.code == 599  # Tornado's clients also give an error to every non-2xx
+    answered(response.code, response.headers, response.body, response.error if failed else None)
 
 
 def _response_of(request: PeerRequest, answered: Answered, future: asyncio.Future) -> None:
@@ -510,13 +518,14 @@ def _response_of(request: PeerRequest, answered: Answered, future: asyncio.Futur
         answered(599, None, b"", error)
 
 
-def _lane_target(url: str) -> tuple[str, bytes] | None:
-    """A plain-HTTP peer's origin and ``Host`` line, for the lane; None for any other URL."""
+def _lane_target(url: str) -> tuple[str, str, bytes] | None:
+    """A plain-HTTP peer's origin, the path its URL puts before every target, and its
+    ``Host`` line, for the lane; None for any other URL."""
     scheme, _, rest = url.partition("://")
-    netloc = rest.partition("/")[0]
+    netloc, slash, prefix = rest.partition("/")
     if scheme != "http" or not netloc:
         return None
-    return f"http://{netloc}", f"Host: {netloc}\r\n".encode("latin-1")
+    return f"http://{netloc}", slash + prefix, f"Host: {netloc}\r\n".encode("latin-1")
 
 
 def _request_tail(signature: str, body: bytes | None) -> bytes:
