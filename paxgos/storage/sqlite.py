@@ -46,7 +46,7 @@ After a chosen slot is written, accepted rows at or below it are deleted: the ac
 only holds the (bounded) in-flight window, and the chosen table is the log.
 
 Headroom: ``write`` keeps the WAL file at least ``WAL_HEADROOM`` bytes longer than SQLite's
-last frame, appending ``WAL_GROWTH`` bytes of zeros whenever it is not (SQLite's last frame from the
+last frame, appending ``WAL_GROWTH`` bytes of zeros when it is not (SQLite's last frame from the
 wal-index header, ``<file>-shm``).  A frame SQLite then writes lands inside the file, and an
 ``fdatasync`` of a file whose size did not change flushes data alone; one that grew the file
 also writes its inode, which on ext4 is a journal commit that every process's fsync on the
@@ -127,10 +127,10 @@ APPLICATION_ID = 0x50617867
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 #: How far past SQLite's last frame the WAL file is kept written (see "Headroom" above), and
-#: how much it grows by when it is not.  One growth's flush rides on one fsync in about sixty
-#: frames; growing 4 MiB at a time made that fsync's stall (5-15 ms) a p99.9 of its own.
-WAL_HEADROOM = 512 << 10
-WAL_GROWTH = 256 << 10
+#: how much it grows by when it is not: one growth's flush (4 MiB) rides on one fsync in about
+#: a thousand frames.
+WAL_HEADROOM = 1 << 20
+WAL_GROWTH = 4 << 20
 _ZEROS = bytes(64 << 10)
 #: The WAL's own header, and each frame's before its page (SQLite's WAL format).
 _WAL_HEADER = 32
