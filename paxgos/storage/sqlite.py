@@ -45,17 +45,6 @@ busy event loop each retake waits).
 After a chosen slot is written, accepted rows at or below it are deleted: the accepted table
 only holds the (bounded) in-flight window, and the chosen table is the log.
 
-Headroom: ``write`` keeps the WAL file at least ``WAL_HEADROOM`` bytes longer than SQLite's
-last frame, appending ``WAL_GROWTH`` bytes of zeros when it is not (SQLite's last frame from the
-wal-index header, ``<file>-shm``).  A frame SQLite then writes lands inside the file, and an
-``fdatasync`` of a file whose size did not change flushes data alone; one that grew the file
-also writes its inode, which on ext4 is a journal commit that every process's fsync on the
-disk waits for in turn: three nodes' concurrent fsyncs took 0.31 ms each when appending, 0.15
-ms when writing inside their files (``docs/performance.md``).  The zeros are never taken for a
-frame: a frame counts only with the log's salt and a checksum chained from the header, so
-recovery stops at them as it stops at the stale frames of a log SQLite restarted.  They are
-written under the writer's lock, after its transaction, past the end of the file only.
-
 New files: only a missing file is a new node.  Its file is built complete (schema, identity,
 zero promise) as ``<file>.new``, fsynced, and renamed into place, so no crash can leave an empty
 or half-made file where the database goes; a stale ``<file>.new`` is discarded.
@@ -125,19 +114,6 @@ FORMAT_VERSION = 2
 APPLICATION_ID = 0x50617867
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-#: How far past SQLite's last frame the WAL file is kept written (see "Headroom" above), and
-#: how much it grows by when it is not: one growth's flush (4 MiB) rides on one fsync in about
-#: a thousand frames.
-WAL_HEADROOM = 1 << 20
-WAL_GROWTH = 4 << 20
-_ZEROS = bytes(64 << 10)
-#: The WAL's own header, and each frame's before its page (SQLite's WAL format).
-_WAL_HEADER = 32
-_FRAME_HEADER = 24
-#: The wal-index header's isInit (u8), szPage (u16, 1 for 65536) and mxFrame (u32, the last
-#: valid frame), in the host's byte order at offsets 12, 14 and 16 of ``<file>-shm``.
-_WAL_INDEX = struct.Struct("=12xBxHI")
 
 #: How to put a damaged file right, at the end of every message about one.
 _RECOVER = "restore it, or delete it to start this node empty — it will catch up from the others"
@@ -324,7 +300,6 @@ class SQLiteStore(Store):
         self._failed: str | None = None  # why writes are refused after a failed one
         self._lock_file: int | None = None
         self._wal_fd: int | None = None  # the write-ahead log file, for ``sync``
-        self._shm_fd: int | None = None  # the wal-index, for the headroom (read only)
         self._unsynced = False  # a transaction committed since the last sync
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -553,7 +528,6 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         if self._max_pages is not None:
             conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
-        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
 
     def _quick_check(self) -> None:
         assert self._conn is not None
@@ -788,7 +762,6 @@ class SQLiteStore(Store):
                     conn.execute("DELETE FROM accepted WHERE slot <= ?", (commit,))
                 conn.execute("COMMIT")
                 self._unsynced = True
-                self._keep_headroom()
             except (sqlite3.Error, struct.error, OverflowError, TypeError, ValueError) as exc:
                 self._failed = f"{type(exc).__name__}: {exc}"
                 try:
@@ -835,29 +808,6 @@ class SQLiteStore(Store):
                 raise self._error(f"fsync of the write-ahead log failed: {exc}") from exc
             self._unsynced = False
 
-    def _keep_headroom(self) -> None:
-        """Grow the WAL file with zeros when SQLite's last frame is near its end (see
-        "Headroom" in the module docstring; under ``_lock``, after a transaction).  Anything
-        unexpected (no wal-index yet, another page size, a failed write) leaves the file as
-        SQLite made it: the headroom only makes fsyncs cheaper."""
-        try:
-            if self._shm_fd is None:
-                self._shm_fd = os.open(f"{self._file}-shm", os.O_RDONLY)
-            header = os.pread(self._shm_fd, _WAL_INDEX.size, 0)
-            if len(header) < _WAL_INDEX.size:
-                return
-            initialized, page, frames = _WAL_INDEX.unpack(header)
-            page = 65536 if page == 1 else page
-            if not initialized or page != self._page_size:
-                return
-            fd = self._wal_fd if self._wal_fd is not None else self._wal_file()
-            size = os.fstat(fd).st_size
-            end = _WAL_HEADER + frames * (_FRAME_HEADER + page)
-            if end <= size and size - end < WAL_HEADROOM:
-                os.pwritev(fd, [_ZEROS] * (WAL_GROWTH // len(_ZEROS)), size)
-        except OSError as exc:
-            log.debug("%s: the write-ahead log keeps no headroom: %s", self._name, exc)
-
     def _wal_file(self) -> int:
         """A descriptor of the WAL file (SQLite's own is out of Python's reach; an fsync on any
         descriptor of a file flushes that file).  Reopened should SQLite ever have replaced the
@@ -901,9 +851,6 @@ class SQLiteStore(Store):
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
                 self._wal_fd = None
-            if self._shm_fd is not None:
-                os.close(self._shm_fd)
-                self._shm_fd = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
