@@ -567,7 +567,7 @@ def test_candidate_queues_proposals_until_it_leads() -> None:
 
 
 def test_commit_index_rides_on_the_next_accept_and_learn() -> None:
-    c = Cluster(3, {"election_timeout": 50.0})
+    c = Cluster(3, {"election_timeout": 50.0, "learn_delay": 0.01})
     c.propose(0, [1])
     c.flush(0)
     c.run()
@@ -590,7 +590,7 @@ def test_commit_index_rides_on_the_next_accept_and_learn() -> None:
 
 
 def test_an_accept_within_learn_delay_carries_the_commit_index_instead_of_a_learn() -> None:
-    c = Cluster(3, {"election_timeout": 50.0})
+    c = Cluster(3, {"election_timeout": 50.0, "learn_delay": 0.01})
     c.propose(0, [1])
     c.flush(0)
     c.run()

@@ -161,10 +161,14 @@ class Config:
     catchup_timeout: float = 1.0
     #: A moved commit index rides on the next Accept; a tick sends it alone (a Learn) only once
     #: it has gone unsent for this long, counted from the first tick that found it unsent.  Under
-    #: load the next Accept nearly always comes first, and a Learn costs every follower a
-    #: request and a write; 0 sends it at the first tick, and any value up to the host's tick
-    #: interval at the second.
-    learn_delay: float = 0.01
+    #: load the next Accept nearly always comes first, and a Learn costs the leader a request and
+    #: its answer and every follower a request and a write; 0 sends it at the first tick, and any
+    #: value up to the host's tick interval at the second.  Thrifty rounds leave two followers
+    #: without the values, which they fetch only ``catchup_after`` behind, so telling them the
+    #: index every 10 ms bought nothing a Learn every 50 ms does not (etcd's followers learn it
+    #: from the next append or heartbeat, 100 ms by default), and cost the leader 4% at one
+    #: client (docs/performance.md).
+    learn_delay: float = 0.05
     #: A learner behind the commit index for this long fetches what it misses.
     catchup_after: float = 0.2
     #: Entries asked for per catch-up request.
