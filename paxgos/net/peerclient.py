@@ -206,6 +206,16 @@ def _curl_limit(size: int) -> Callable[[Any], None]:
     return limit
 
 
+def ip_family(host: str) -> int | None:
+    """The address family of an IP address (``AF_INET``, ``AF_INET6``); None for a host name,
+    which is resolved when connecting."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
 class PeerPool:
     """The kept-alive connections to one peer (``scheme://host:port``)."""
 
@@ -220,12 +230,7 @@ class PeerPool:
         self.ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             self.ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
-        self.family: int | None  # of an IP address; None for a host name
-        try:
-            version = ipaddress.ip_address(self.address).version
-            self.family = socket.AF_INET6 if version == 6 else socket.AF_INET
-        except ValueError:
-            self.family = None
+        self.family = ip_family(self.address)
         self.max_buffer = max_buffer  # an IOStream's read buffer: a backstop for every read
         self.idle: list[IOStream] = []
         #: The read each idle connection keeps under way, which becomes the first read of its

@@ -29,7 +29,6 @@ name, bounded by the request's timeout.  Only plain ``http://`` peers come here;
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from paxgos.net.peerclient import (
     Head,
     PeerError,
     PeerHeaders,
+    ip_family,
     parse_head,
 )
 from paxgos.net.ratelog import RateLimitedLog
@@ -138,12 +138,7 @@ class LanePool:
         self.loop = lane.loop
         self.address = parts.hostname
         self.port = parts.port or 80
-        self.family: int | None  # of an IP address; None for a host name
-        try:
-            version = ipaddress.ip_address(self.address).version
-            self.family = socket.AF_INET6 if version == 6 else socket.AF_INET
-        except ValueError:
-            self.family = None
+        self.family = ip_family(self.address)
         self.idle: list[PeerSocket] = []
         self.busy: set[PeerSocket] = set()
         #: Connections being made -> the request each will carry.

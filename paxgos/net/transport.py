@@ -227,10 +227,9 @@ class Transport:
         node sends itself, in a later turn of the loop, and calls its second argument once
         with the reply (``None`` for none, or the exception that stopped it); ``auth``: signs
         requests and checks answers (``None``: an insecure node's, nothing signed);
-        ``ssl_context``: how
-        ``https://`` peers are verified and what this node presents to them (the pooled
-        client's; ``None``: the configured client's settings); ``events``: where the messages
-        sent and the answers received are recorded while someone watches
+        ``ssl_context``: how ``https://`` peers are verified and what this node presents to
+        them (the pooled client's; ``None``: the configured client's settings); ``events``:
+        where the messages sent and the answers received are recorded while someone watches
         (``paxgos.net.events``); ``lane``: plain-HTTP peers are reached through ``PeerLane``
         (``False``: every peer through the configured ``AsyncHTTPClient``)."""
         self.node_id = node_id
