@@ -43,7 +43,6 @@ from paxgos.net.peerclient import (
     BadAnswer,
     Head,
     PeerError,
-    PeerHeaders,
     ip_family,
     parse_head,
 )
@@ -69,7 +68,7 @@ class Exchange:
         self.retried = False  # sent once more after a reused connection closed
 
     def end(
-        self, status: int, headers: PeerHeaders | None, body: bytes, error: PeerError | None
+        self, status: int, headers: HTTPHeaders | None, body: bytes, error: PeerError | None
     ) -> None:
         """Hand over the outcome; only the first call counts (a connect that fails while the
         lane closes ends its request once)."""
